@@ -1,0 +1,141 @@
+"""The trioudp frame: encoding, and decoding of untrusted bytes.
+
+A frame is one UDP datagram (docs/protocol.md is the full specification)::
+
+    offset  size  field
+    0       2     magic, the bytes "tU" (0x74 0x55)
+    2       1     version, 1
+    3       1     flags; bit 0 (0x01) FRAGMENT, the other bits must be 0
+    4       8     session id, random per sender and destination
+    12      4     sequence number of the message, wraps at 2**32
+    -- only when FRAGMENT is set:
+    16      4     message length, the whole message's payload in bytes
+    20      2     fragment index, 0-based
+    22      2     fragment count, 1 to 65535
+    -- then:
+    16/24   n     payload (the message, or this fragment of it)
+    end-4   4     CRC32C (Castagnoli) of every byte before it
+
+All integers are big-endian. Decoding follows the rule at the top of trio's
+``_dtls.py``: a function whose name ends in ``_untrusted`` reads bytes from the
+network and may raise ``BadFrame`` and nothing else, whatever the bytes are.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, NamedTuple
+
+from crc32c import crc32c
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+MAGIC = b"tU"
+VERSION = 1
+FLAG_FRAGMENT = 0x01
+KNOWN_FLAGS = FLAG_FRAGMENT
+
+_HEADER = struct.Struct("!2sBBQI")
+_FRAGMENT_HEADER = struct.Struct("!IHH")
+_CRC = struct.Struct("!I")
+
+HEADER_SIZE = _HEADER.size  # 16
+FRAGMENT_HEADER_SIZE = HEADER_SIZE + _FRAGMENT_HEADER.size  # 24
+CRC_SIZE = _CRC.size  # 4
+#: Bytes a whole (unfragmented) message adds to its payload.
+OVERHEAD = HEADER_SIZE + CRC_SIZE
+#: Bytes each fragment of a fragmented message adds to its piece of payload.
+FRAGMENT_OVERHEAD = FRAGMENT_HEADER_SIZE + CRC_SIZE
+MAX_FRAGMENTS = 0xFFFF
+SEQUENCE_MODULUS = 2**32
+
+
+class BadFrame(Exception):
+    """Bytes that are not a valid frame. ``crc`` tells a checksum mismatch apart
+    from every other fault (which statistics count as malformed)."""
+
+    def __init__(self, reason: str, *, crc: bool = False) -> None:
+        super().__init__(reason)
+        self.crc = crc
+
+
+class Frame(NamedTuple):
+    """One decoded frame. A NamedTuple rather than an attrs class because one is
+    made per datagram on the receive path."""
+
+    session: int
+    sequence: int
+    payload: bytes
+    message_length: int
+    fragment_index: int
+    fragment_count: int
+
+
+def decode_frame_untrusted(data: Buffer) -> Frame:
+    """Decode one datagram. Raises BadFrame, and only BadFrame, if it is not a
+    valid frame. ``data`` may be a memoryview of a reused buffer: the payload is
+    copied out."""
+    view = memoryview(data)
+    size = view.nbytes
+    if view.ndim != 1 or view.itemsize != 1:
+        raise BadFrame("not a flat byte buffer")
+    if size < OVERHEAD:
+        raise BadFrame(f"{size} bytes is shorter than the {OVERHEAD}-byte smallest frame")
+    magic, version, flags, session, sequence = _HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise BadFrame("wrong magic bytes: not a trioudp frame")
+    if version != VERSION:
+        raise BadFrame(f"unsupported frame version {version}")
+    (checksum,) = _CRC.unpack_from(view, size - CRC_SIZE)
+    if crc32c(view[: size - CRC_SIZE]) != checksum:
+        raise BadFrame("CRC32C mismatch", crc=True)
+    if flags & ~KNOWN_FLAGS:
+        raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
+    if not flags & FLAG_FRAGMENT:
+        payload = bytes(view[HEADER_SIZE : size - CRC_SIZE])
+        return Frame(session, sequence, payload, len(payload), 0, 1)
+    if size < FRAGMENT_OVERHEAD:
+        raise BadFrame(f"{size} bytes is too short for a fragment")
+    length, index, count = _FRAGMENT_HEADER.unpack_from(view, HEADER_SIZE)
+    if index >= count:
+        raise BadFrame(f"fragment index {index} is not below its count {count}")
+    payload = bytes(view[FRAGMENT_HEADER_SIZE : size - CRC_SIZE])
+    # Every fragment carries at least one byte, so a message of n bytes has at
+    # most n fragments; a lone fragment is the whole message.
+    if not payload or count > length or len(payload) > length:
+        raise BadFrame(f"fragment of {len(payload)} bytes, {count} fragments, {length} total")
+    if count == 1 and len(payload) != length:
+        raise BadFrame("a single fragment that is not the whole message")
+    return Frame(session, sequence, payload, length, index, count)
+
+
+def _seal(body: bytes) -> bytes:
+    return body + _CRC.pack(crc32c(body))
+
+
+def encode_message(
+    session: int, sequence: int, payload: Buffer, max_datagram_size: int
+) -> list[bytes]:
+    """The datagrams that carry one message: one frame if it fits in
+    ``max_datagram_size`` bytes, otherwise fragments of at most that size."""
+    view = memoryview(payload)
+    length = view.nbytes
+    if length + OVERHEAD <= max_datagram_size:
+        return [_seal(_HEADER.pack(MAGIC, VERSION, 0, session, sequence) + view)]
+    chunk = max_datagram_size - FRAGMENT_OVERHEAD
+    count = -(-length // chunk)
+    if count > MAX_FRAGMENTS:
+        raise ValueError(f"a message of {length} bytes needs more than {MAX_FRAGMENTS} fragments")
+    header = _HEADER.pack(MAGIC, VERSION, FLAG_FRAGMENT, session, sequence)
+    pack = _FRAGMENT_HEADER.pack
+    return [
+        _seal(header + pack(length, index, count) + view[index * chunk : (index + 1) * chunk])
+        for index in range(count)
+    ]
+
+
+def sequence_difference(a: int, b: int) -> int:
+    """``a - b`` in serial-number arithmetic (RFC 1982) over 32 bits: positive when
+    ``a`` is after ``b``, within half the sequence space."""
+    return (a - b + 2**31) % SEQUENCE_MODULUS - 2**31
