@@ -1,0 +1,393 @@
+"""The sans-IO engine, driven with an explicit ``now``: no sockets, no trio."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioudp import Config, Message
+from trioudp._engine import Engine, Peer, PeerClosed, PeerOpened
+from trioudp._frame import encode_message
+from trioudp._statistics import OUTCOMES, PeerStatistics
+
+A = ("127.0.0.1", 4000)
+B = ("127.0.0.1", 4001)
+
+
+def engine(**options: object) -> Engine:
+    return Engine(Config(**options), now=0.0, new_session_id=itertools.count(1000).__next__)  # type: ignore[arg-type]
+
+
+def take(e: Engine) -> tuple[list[Message], list[object]]:
+    """Messages and peer events since last time; messages count as delivered, as
+    the trio layer counts them when it puts them into a channel."""
+    messages: list[Message] = []
+    others: list[object] = []
+    for event in e.take_events():
+        if isinstance(event, Message):
+            e.count_delivered(event)
+            messages.append(event)
+        else:
+            others.append(event)
+    return messages, others
+
+
+def feed(e: Engine, datagrams: list[bytes], now: float = 0.0, address: object = A) -> list[Message]:
+    for datagram in datagrams:
+        e.receive_datagram(datagram, address, now)  # type: ignore[arg-type]
+    return take(e)[0]
+
+
+def stream(
+    payloads: list[bytes], session: int = 77, first: int = 0, size: int = 200
+) -> list[list[bytes]]:
+    """The datagrams of each message, as a sender with ``session`` sends them."""
+    return [encode_message(session, (first + i) % 2**32, p, size) for i, p in enumerate(payloads)]
+
+
+def assert_accounted(stats: PeerStatistics) -> None:
+    outcomes = sum(getattr(stats, name) for name in OUTCOMES)
+    assert stats.datagrams_received == outcomes + stats.datagrams_pending
+    assert stats.datagrams_accounted == stats.datagrams_received
+
+
+def test_in_order_stream_is_delivered() -> None:
+    e = engine()
+    payloads = [b"m%d" % i for i in range(10)]
+    delivered = feed(e, [d for m in stream(payloads) for d in m])
+    assert [m.payload for m in delivered] == payloads
+    assert [m.sequence for m in delivered] == list(range(10))
+    assert {m.address for m in delivered} == {A}
+    stats = e.statistics()
+    assert stats.messages_delivered == 10
+    assert stats.peers == stats.peers_opened == 1
+    assert_accounted(stats)
+
+
+def test_duplicates_and_late_messages_are_dropped_and_counted() -> None:
+    e = engine(reorder_timeout=0.5)
+    m = stream([b"0", b"1", b"2", b"3"])
+    assert [x.payload for x in feed(e, m[0] + m[0] + m[2])] == [b"0"]
+    assert feed(e, m[2], now=0.1) == []  # a duplicate of a waiting message
+    e.handle_timer(0.6)  # gives up message 1
+    assert [x.payload for x in take(e)[0]] == [b"2"]
+    assert feed(e, m[1] + m[3] + m[0], now=0.7) == [Message(b"3", A, 3, None, 1)]
+    stats = e.statistics()
+    assert (stats.datagrams_duplicate, stats.datagrams_late, stats.messages_lost) == (3, 1, 1)
+    assert_accounted(stats)
+
+
+def test_reorder_buffer_waits_then_skips_the_gap() -> None:
+    e = engine(reorder_timeout=0.1)
+    m = stream([b"a", b"b", b"c", b"d"])
+    assert [x.payload for x in feed(e, m[0] + m[2] + m[3])] == [b"a"]
+    assert e.statistics().datagrams_pending == 2
+    assert e.next_deadline() == pytest.approx(0.1)
+    e.handle_timer(0.05)
+    assert take(e)[0] == []
+    e.handle_timer(0.1)
+    assert [x.payload for x in take(e)[0]] == [b"c", b"d"]
+    assert e.statistics().messages_lost == 1
+
+
+def test_gap_filled_in_time_delivers_everything_in_order() -> None:
+    e = engine()
+    m = stream([b"a", b"b", b"c"])
+    assert [x.payload for x in feed(e, m[0] + m[2])] == [b"a"]
+    assert [x.payload for x in feed(e, m[1], now=0.05)] == [b"b", b"c"]
+    e.handle_timer(10.0)
+    assert e.statistics().messages_lost == 0
+
+
+def test_unordered_mode_delivers_at_once_without_duplicates() -> None:
+    e = engine(ordered=False)
+    m = stream([b"a", b"b", b"c", b"d"])
+    delivered = feed(e, m[2] + m[0] + m[3] + m[2] + m[1] + m[0])
+    assert [x.payload for x in delivered] == [b"c", b"a", b"d", b"b"]
+    assert e.statistics().datagrams_duplicate == 2
+
+
+def test_far_ahead_message_moves_the_window() -> None:
+    e = engine(reorder_window=4)
+    m = stream([b"%d" % i for i in range(10)])
+    assert [x.payload for x in feed(e, m[0] + m[2] + m[9])] == [b"0", b"2"]
+    # 9 forced the window to 6..9: 1, 3, 4 and 5 are given up.
+    assert e.statistics().messages_lost == 4
+    assert [x.payload for x in feed(e, m[6] + m[7] + m[8])] == [b"6", b"7", b"8", b"9"]
+    assert feed(e, m[5]) == []
+    assert e.statistics().datagrams_late == 1
+
+
+def test_sequence_numbers_wrap() -> None:
+    e = engine()
+    payloads = [b"%d" % i for i in range(8)]
+    m = stream(payloads, first=2**32 - 4)
+    order = [m[1], m[0], m[3], m[2], m[5], m[4], m[7], m[6]]
+    delivered = feed(e, m[0] + [d for x in order for d in x])
+    assert [x.payload for x in delivered] == payloads
+    assert delivered[4].sequence == 0
+
+
+def test_fragmented_message_is_reassembled_in_any_order() -> None:
+    e = engine()
+    payload = bytes(random.Random(1).randbytes(5000))
+    (datagrams,) = stream([payload], size=300)
+    assert len(datagrams) > 10
+    shuffled = datagrams[:]
+    random.Random(2).shuffle(shuffled)
+    delivered = feed(e, shuffled + shuffled[:3])
+    assert [x.payload for x in delivered] == [payload]
+    stats = e.statistics()
+    assert stats.datagrams_delivered == len(datagrams)
+    assert stats.datagrams_duplicate == 3
+    assert_accounted(stats)
+
+
+def test_reassembly_expires_and_is_counted() -> None:
+    e = engine(reassembly_timeout=0.5)
+    (datagrams,) = stream([b"x" * 1000], size=300)
+    assert feed(e, datagrams[:-1]) == []
+    assert e.statistics().datagrams_pending == len(datagrams) - 1
+    e.handle_timer(0.4)
+    assert e.statistics().datagrams_pending == len(datagrams) - 1
+    e.handle_timer(0.5)
+    stats = e.statistics()
+    assert stats.datagrams_pending == 0
+    assert stats.datagrams_reassembly_expired == len(datagrams) - 1
+    assert_accounted(stats)
+
+
+def test_message_larger_than_the_limit_is_dropped() -> None:
+    e = engine(max_message_size=1000, peer_buffer_bytes=1000)
+    (datagrams,) = stream([b"y" * 1001], size=300)
+    assert feed(e, datagrams) == []
+    assert e.statistics().datagrams_over_limit == len(datagrams)
+
+
+def test_fragments_that_disagree_are_malformed() -> None:
+    e = engine()
+    (first,) = stream([b"a" * 500], size=300)
+    (other,) = stream([b"b" * 700], size=300)  # same session and sequence, other length
+    assert feed(e, first[:1] + other[1:2]) == []
+    assert e.statistics().datagrams_malformed == 1
+
+
+def test_partial_message_limit_evicts_the_oldest_partial() -> None:
+    e = engine(max_partial_messages=2)
+    m = stream([b"a" * 500, b"b" * 500, b"c" * 500], size=300)
+    assert feed(e, [m[0][0], m[1][0], m[2][0]]) == []
+    stats = e.statistics()
+    assert stats.datagrams_over_limit == 1
+    assert stats.datagrams_pending == 2
+    # The others complete; the evicted one's gap is given up after reorder_timeout.
+    assert feed(e, m[1][1:] + m[2][1:]) == []
+    e.handle_timer(0.1)
+    assert [x.sequence for x in take(e)[0]] == [1, 2]
+    assert e.statistics().messages_lost == 1
+
+
+def test_peer_buffer_limit_drops_fragments_but_spares_other_peers() -> None:
+    e = engine(max_message_size=2000, peer_buffer_bytes=2000, total_buffer_bytes=3000)
+    big = stream([b"p" * 1900, b"q" * 1900], size=300)
+    # Peer A fills its own budget with one partial message ...
+    assert feed(e, big[0][:-1]) == []
+    # ... and a second one makes room by dropping A's older partial, never B's.
+    other = stream([b"r" * 900], session=5, size=300)
+    assert feed(e, other[0][:-1], address=B) == []
+    assert feed(e, big[1][:-1]) == []
+    assert [x.payload for x in feed(e, other[0][-1:], address=B)] == [b"r" * 900]
+    stats = e.statistics()
+    assert stats.datagrams_over_limit > 0
+    assert e.peers[B].statistics().datagrams_over_limit == 0
+    assert_accounted(stats)
+
+
+def test_total_buffer_limit_never_evicts_another_peer() -> None:
+    e = engine(max_message_size=1000, peer_buffer_bytes=1500, total_buffer_bytes=1500)
+    a = stream([b"a" * 990], session=1, size=300)[0]
+    b = stream([b"b" * 990], session=2, size=300)[0]
+    assert feed(e, a[:-1]) == []
+    assert feed(e, b[:-1], address=B) == []  # no room left: B's fragments are dropped
+    assert e.peers[B].statistics().datagrams_over_limit >= 1
+    assert e.peers[A].statistics().datagrams_pending == len(a) - 1  # A's are untouched
+    assert_accounted(e.statistics())
+
+
+def test_restarted_peer_gets_a_new_connection_and_old_session_is_stale() -> None:
+    e = engine()
+    old = stream([b"old0", b"old1"], session=1)
+    new = stream([b"new0", b"new1"], session=2)
+    feed(e, old[0])
+    first_peer = e.peers[A]
+    delivered = feed(e, new[0] + old[1] + new[1])
+    assert [x.payload for x in delivered] == [b"new0", b"new1"]
+    events = e.take_events()
+    assert events == []
+    assert first_peer.closed
+    assert e.peers[A] is not first_peer
+    stats = e.statistics()
+    assert stats.datagrams_stale_session == 1
+    assert stats.session_changes == 1
+    assert stats.peers_closed == 1
+    assert_accounted(stats)
+
+
+def test_peer_events_are_in_order_with_messages() -> None:
+    e = engine()
+    e.receive_datagram(stream([b"x"], session=1)[0][0], A, 0.0)
+    e.receive_datagram(stream([b"y"], session=2)[0][0], A, 0.0)
+    kinds = [type(x).__name__ for x in e.take_events()]
+    assert kinds == ["PeerOpened", "Message", "PeerClosed", "PeerOpened", "Message"]
+
+
+def test_client_engine_keeps_its_peer_across_restarts() -> None:
+    e = Engine(Config(), now=0.0, connected_to=A)
+    peer = e.client_peer
+    assert peer is not None
+    feed(e, stream([b"a", b"b"], session=1)[0])
+    assert [x.payload for x in feed(e, stream([b"c"], session=2)[0])] == [b"c"]
+    assert e.client_peer is peer
+    assert not peer.closed
+    assert peer.statistics().session_changes == 1
+    e.handle_timer(10**6)
+    assert not peer.closed  # a client never forgets its peer
+
+
+def test_idle_peer_is_closed() -> None:
+    e = engine(idle_timeout=5.0)
+    feed(e, stream([b"x"])[0])
+    feed(e, stream([b"y"], session=9)[0], now=3.0, address=B)
+    e.handle_timer(4.9)
+    assert take(e)[1] == []
+    e.handle_timer(5.0)
+    (closed,) = take(e)[1]
+    assert isinstance(closed, PeerClosed)
+    assert (closed.peer.address, closed.reason) == (A, "idle")
+    assert list(e.peers) == [B]
+    assert e.next_deadline() == pytest.approx(8.0)
+
+
+def test_max_peers_drops_new_peers_and_counts_them() -> None:
+    e = engine(max_peers=1)
+    feed(e, stream([b"x"], session=1)[0])
+    assert feed(e, stream([b"y"], session=2)[0], address=B) == []
+    stats = e.statistics()
+    assert stats.peers == 1
+    assert stats.datagrams_over_limit == 1
+    assert_accounted(stats)
+
+
+def test_sending_to_a_new_peer_when_full_evicts_the_least_recent() -> None:
+    e = engine(max_peers=1)
+    feed(e, stream([b"x"], session=1)[0])
+    peer = e.peer_for(B, 1.0)
+    assert isinstance(peer, Peer)
+    assert list(e.peers) == [B]
+    events = take(e)[1]
+    assert [type(x) for x in events] == [PeerClosed, PeerOpened]
+
+
+def test_raw_mode_passes_any_bytes() -> None:
+    e = engine(framing=False)
+    delivered = feed(e, [b"", b"\x00garbage", b"tU\x01"])
+    assert [(x.payload, x.sequence) for x in delivered] == [
+        (b"", None),
+        (b"\x00garbage", None),
+        (b"tU\x01", None),
+    ]
+    peer = e.peers[A]
+    assert e.encode(peer, b"plain", 0.0) == [b"plain"]
+    with pytest.raises(ValueError, match="max_datagram_size"):
+        e.encode(peer, b"z" * 1201, 0.0)
+
+
+def test_encode_rejects_oversized_messages() -> None:
+    e = engine(max_message_size=100, peer_buffer_bytes=100)
+    with pytest.raises(ValueError, match="max_message_size=100"):
+        e.encode(e.peer_for(A, 0.0), b"z" * 101, 0.0)
+
+
+def test_each_peer_gets_its_own_send_session_and_sequence() -> None:
+    sender = engine()
+    receiver = engine()
+    pa, pb = sender.peer_for(A, 0.0), sender.peer_for(B, 0.0)
+    assert pa.send_session != pb.send_session
+    for i in range(3):
+        feed(receiver, sender.encode(pa, b"%d" % i, 0.0))
+    assert [x.sequence for x in feed(receiver, sender.encode(pa, b"3", 0.0))] == [3]
+    assert sender.encode(pb, b"first", 0.0) == encode_message(pb.send_session, 0, b"first", 1200)
+
+
+def test_garbage_is_counted_without_making_peers() -> None:
+    e = engine()
+    feed(e, [b"", b"junk", b"tU\x01" + bytes(40)])
+    stats = e.statistics()
+    assert stats.peers == 0
+    assert stats.datagrams_malformed + stats.datagrams_crc_error == 3
+    assert_accounted(stats)
+
+
+@st.composite
+def scrambled(draw: st.DrawFn) -> tuple[list[bytes], list[bytes]]:
+    payloads = draw(st.lists(st.binary(max_size=700), min_size=1, max_size=25))
+    datagrams = [
+        d for m in stream(payloads, first=draw(st.integers(0, 2**32 - 1)), size=256) for d in m
+    ]
+    copies = draw(st.lists(st.sampled_from(datagrams), max_size=20))
+    return payloads, draw(st.permutations(datagrams + copies))
+
+
+@given(scrambled())
+def test_any_permutation_with_duplicates_delivers_in_order_once(
+    case: tuple[list[bytes], list[bytes]],
+) -> None:
+    payloads, datagrams = case
+    e = engine()
+    delivered = feed(e, datagrams)
+    e.handle_timer(100.0)
+    delivered += take(e)[0]
+    # The receiver starts at the first message it hears of; everything from there
+    # on arrives whole, once, in order.
+    sequences = [m.sequence for m in delivered if m.sequence is not None]
+    assert len(sequences) == len(delivered)
+    assert sequences == sorted(sequences, key=lambda s: (s - sequences[0]) % 2**32)
+    expected = payloads[len(payloads) - len(delivered) :]
+    assert [m.payload for m in delivered] == expected
+    assert_accounted(e.statistics())
+
+
+@given(scrambled())
+def test_unordered_any_permutation_delivers_every_message_once(
+    case: tuple[list[bytes], list[bytes]],
+) -> None:
+    payloads, datagrams = case
+    e = engine(ordered=False)
+    delivered = feed(e, datagrams)
+    assert sorted(m.payload for m in delivered) == sorted(payloads)
+    assert_accounted(e.statistics())
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.sampled_from([d for m in stream([b"a", b"b" * 600, b"c"], size=256) for d in m]),
+        ),
+        max_size=60,
+    )
+)
+def test_mixed_garbage_and_frames_keep_the_accounting_identity(datagrams: list[bytes]) -> None:
+    e = engine()
+    for i, datagram in enumerate(datagrams):
+        e.receive_datagram(datagram, A if i % 2 else B, i * 0.01)
+    take(e)
+    assert_accounted(e.statistics())
+    e.handle_timer(1000.0)
+    take(e)
+    stats = e.statistics()
+    assert stats.datagrams_pending == 0
+    assert_accounted(stats)

@@ -1,0 +1,223 @@
+"""Endpoint options: one frozen, validated, dict-round-trippable value."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+import attrs
+
+from ._frame import FRAGMENT_OVERHEAD, MAX_FRAGMENTS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from typing_extensions import Self
+
+#: The largest UDP payload IPv4 can carry (65535 - 20 byte IP header - 8 byte UDP header).
+MAX_UDP_PAYLOAD = 65507
+
+Overflow = Literal["drop_oldest", "drop_newest"]
+
+
+def _integer(low: int, high: int, *, optional: bool = False) -> Callable[[Any, Any, Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if optional and value is None:
+            return
+        if type(value) is not int or not low <= value <= high:
+            also = " or None" if optional else ""
+            raise ValueError(
+                f"{attribute.name} must be an integer from {low} to {high}{also}, got {value!r}"
+            )
+
+    return check
+
+
+def _seconds(low: float, high: float, *, optional: bool = False) -> Callable[[Any, Any, Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if optional and value is None:
+            return
+        if (
+            type(value) not in (int, float)
+            or not math.isfinite(value)  # type: ignore[arg-type]
+            or not low <= value <= high  # type: ignore[operator]
+        ):
+            also = " (or None to disable it)" if optional else ""
+            raise ValueError(
+                f"{attribute.name} must be a number of seconds from {low} to {high}{also}, "
+                f"got {value!r}"
+            )
+
+    return check
+
+
+def _boolean(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not bool:
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _overflow(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in ("drop_oldest", "drop_newest"):
+        raise ValueError(f"{attribute.name} must be 'drop_oldest' or 'drop_newest', got {value!r}")
+
+
+_MiB = 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Every option of a trioudp endpoint, validated when it is made.
+
+    Pass one to any ``open_*`` function as ``config=``, or give the same names as
+    keyword arguments (they override the ``config``'s values). ``Config.from_dict``
+    and ``to_dict`` turn it into plain JSON/TOML-friendly values and back.
+
+    Memory is bounded by these numbers: one peer holds at most ``peer_buffer_bytes``
+    of incomplete or out-of-order messages, all peers together at most
+    ``total_buffer_bytes``, and each receive channel at most ``channel_capacity``
+    messages.
+    """
+
+    framing: bool = attrs.field(default=True, validator=_boolean)
+    """True: trioudp frames (header, CRC32C, order, fragments). False: raw mode,
+    plain datagrams in and out, to talk to any UDP peer."""
+
+    max_datagram_size: int = attrs.field(default=1200, validator=_integer(64, MAX_UDP_PAYLOAD))
+    """The largest UDP payload sent, in bytes. 1200 crosses any Internet path
+    (RFC 9000 §14, RFC 8085 §3.2); raise it on a LAN with a known MTU."""
+
+    max_message_size: int = attrs.field(default=_MiB, validator=_integer(0, 2**32 - 1))
+    """The largest message sent or accepted, in bytes. Larger messages are
+    fragmented into ``max_datagram_size`` pieces; a peer's larger ones are dropped."""
+
+    ordered: bool = attrs.field(default=True, validator=_boolean)
+    """True: each peer's messages are delivered in the order they were sent,
+    waiting up to ``reorder_timeout`` for a missing one. False: delivered as soon as
+    whole. Duplicates are dropped either way."""
+
+    reorder_window: int = attrs.field(default=256, validator=_integer(1, 32768))
+    """How many messages ahead of the next expected one are held, and how far back
+    duplicates are remembered."""
+
+    reorder_timeout: float = attrs.field(default=0.1, validator=_seconds(0, 3600))
+    """How long a message waits for an earlier missing one before the gap is
+    skipped and counted lost (``ordered=True`` only)."""
+
+    reassembly_timeout: float = attrs.field(default=1.0, validator=_seconds(0.001, 3600))
+    """How long an incomplete fragmented message may go without a new fragment
+    before it is dropped."""
+
+    max_partial_messages: int = attrs.field(default=32, validator=_integer(1, 65535))
+    """How many fragmented messages one peer may have in reassembly at once."""
+
+    peer_buffer_bytes: int = attrs.field(default=4 * _MiB, validator=_integer(0, 2**40))
+    """Bytes one peer may hold in reassembly and reorder buffers together."""
+
+    total_buffer_bytes: int = attrs.field(default=64 * _MiB, validator=_integer(0, 2**44))
+    """Bytes all peers of an endpoint may hold in those buffers together."""
+
+    channel_capacity: int = attrs.field(default=1024, validator=_integer(1, 2**20))
+    """Messages a receive channel holds before ``overflow`` applies."""
+
+    overflow: Overflow = attrs.field(default="drop_oldest", validator=_overflow)
+    """What a full receive channel does with a new message: ``"drop_oldest"``
+    makes room by dropping its oldest one, ``"drop_newest"`` drops the new one.
+    Either way the drop is counted and the socket keeps being read."""
+
+    max_peers: int = attrs.field(default=10_000, validator=_integer(1, 2**24))
+    """Peers an endpoint keeps state for; datagrams from further new peers are
+    dropped and counted until one leaves."""
+
+    idle_timeout: float | None = attrs.field(
+        default=60.0, validator=_seconds(0.001, 7 * 86400, optional=True)
+    )
+    """Seconds of silence after which a server forgets a peer and ends its
+    connection; None keeps peers until ``max_peers`` pushes them out."""
+
+    receive_buffer_size: int | None = attrs.field(
+        default=2 * _MiB, validator=_integer(1024, 2**31 - 1, optional=True)
+    )
+    """SO_RCVBUF to ask the kernel for, so a burst of fragments is not lost while
+    the receive task is busy (Linux caps it at net.core.rmem_max); None keeps the
+    system's default."""
+
+    send_buffer_size: int | None = attrs.field(
+        default=None, validator=_integer(1024, 2**31 - 1, optional=True)
+    )
+    """SO_SNDBUF to ask the kernel for (Linux caps it at net.core.wmem_max)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.framing:
+            chunk = self.max_datagram_size - FRAGMENT_OVERHEAD
+            if -(-self.max_message_size // chunk) > MAX_FRAGMENTS:
+                raise ValueError(
+                    f"max_message_size={self.max_message_size} needs more than {MAX_FRAGMENTS} "
+                    f"fragments of {chunk} bytes; raise max_datagram_size or lower "
+                    f"max_message_size to at most {MAX_FRAGMENTS * chunk}"
+                )
+            if self.peer_buffer_bytes < self.max_message_size:
+                raise ValueError(
+                    f"peer_buffer_bytes={self.peer_buffer_bytes} cannot hold one message of "
+                    f"max_message_size={self.max_message_size}; raise peer_buffer_bytes"
+                )
+        if self.total_buffer_bytes < self.peer_buffer_bytes:
+            raise ValueError(
+                f"total_buffer_bytes={self.total_buffer_bytes} is smaller than "
+                f"peer_buffer_bytes={self.peer_buffer_bytes}; raise total_buffer_bytes"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option as plain values (ints, floats, bools, strings, None)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> Self:
+        """Make a Config from a mapping such as ``to_dict()`` gave or a JSON/TOML
+        table; missing options take their defaults, unknown ones are an error."""
+        return cls(**_known(options))
+
+    def evolve(self, **options: Any) -> Self:
+        """A copy with the given options changed (validated like a new Config)."""
+        return attrs.evolve(self, **_known(options))
+
+
+def _known(options: Mapping[str, Any]) -> dict[str, Any]:
+    names = attrs.fields_dict(Config)
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise TypeError(
+            f"unknown trioudp option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"the options are: {', '.join(names)}"
+        )
+    return dict(options)
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments every ``open_*`` function takes: the fields of Config."""
+
+    framing: bool
+    max_datagram_size: int
+    max_message_size: int
+    ordered: bool
+    reorder_window: int
+    reorder_timeout: float
+    reassembly_timeout: float
+    max_partial_messages: int
+    peer_buffer_bytes: int
+    total_buffer_bytes: int
+    channel_capacity: int
+    overflow: Overflow
+    max_peers: int
+    idle_timeout: float | None
+    receive_buffer_size: int | None
+    send_buffer_size: int | None
+
+
+def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:
+    """The Config an ``open_*`` call asked for: ``config`` (or the defaults) with
+    ``options`` laid over it."""
+    if config is not None and not isinstance(config, Config):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"config must be a trioudp.Config, got {type(config).__name__}")
+    if config is None:
+        return Config.from_dict(options)
+    return config.evolve(**options) if options else config

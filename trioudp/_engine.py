@@ -1,0 +1,605 @@
+"""The sans-IO engine: datagrams in, messages and peer events out.
+
+Nothing here does I/O, imports trio or reads a clock: the trio layer calls
+``receive_datagram(data, address, now)`` for each datagram it drains from the
+socket, then takes the events the batch produced with ``take_events()``;
+``encode(peer, payload, now)`` gives the datagrams to send; ``next_deadline()``
+and ``handle_timer(now)`` drive every timeout (the shape of aioquic's
+``QuicConnection``). Tests drive it with an explicit ``now``.
+
+Peers. The engine keeps one ``Peer`` per remote address that has sent it a
+valid frame (any datagram in raw mode), up to ``max_peers``. A peer carries a
+receive session (the sender's random session id, its window and its partial
+messages) and a send session (our random id towards it and the next sequence
+number). A frame with a new session id from a known address means the peer
+restarted: a server closes the old Peer (event ``PeerClosed(reason
+"replaced")``) and opens a new one; a client, whose socket is connected to one
+peer, just starts over with the new session. Frames of the previous few
+sessions are dropped as stale, so a restart is never undone by reordering.
+
+Timers. Each peer has at most one live entry in a heap of deadlines (the
+earliest of its reorder, reassembly and idle deadlines); entries that no longer
+match are skipped when they come up. So ``next_deadline`` is O(1) and a busy
+peer costs no heap work per datagram.
+
+Accounting. Every datagram ends in exactly one ``datagrams_*`` outcome of its
+peer's counters (or of the endpoint's own, for datagrams no peer owns), or is
+still pending; see _statistics.py. Delivery and channel overflow are counted
+when the trio layer reports them with ``count_delivered``/``count_dropped``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import deque
+from itertools import count as _count
+from math import inf
+from typing import TYPE_CHECKING, NamedTuple, cast
+
+from ._frame import BadFrame, decode_frame_untrusted, encode_message
+from ._message import Message
+from ._ordering import NEW, OrderedWindow, UnorderedWindow
+from ._statistics import (
+    COUNTERS,
+    Counters,
+    EndpointStatistics,
+    PeerStatistics,
+    endpoint_statistics,
+    peer_statistics,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from typing_extensions import Buffer
+
+    from ._config import Config
+    from ._message import Address, Replier
+
+#: Bytes charged to the buffer budget for each stored fragment on top of its
+#: payload, so that many tiny fragments cannot hide their real cost.
+FRAGMENT_COST = 64
+#: How many earlier session ids of a peer are remembered as stale.
+RETIRED_SESSIONS = 4
+#: Counters the endpoint keeps itself rather than summing its peers': delivery
+#: and overflow are reported after the engine's work, possibly for a peer that
+#: is already gone.
+_ENDPOINT_OWNED = frozenset(
+    {
+        "datagrams_delivered",
+        "messages_delivered",
+        "datagrams_overflow_dropped",
+        "messages_overflow_dropped",
+    }
+)
+_SUMMED = tuple(name for name in COUNTERS if name not in _ENDPOINT_OWNED)
+
+
+def random_session_id() -> int:
+    return secrets.randbits(64)
+
+
+class PeerOpened(NamedTuple):
+    """A new peer: the trio layer makes its Connection."""
+
+    peer: Peer
+
+
+class PeerClosed(NamedTuple):
+    """A peer is gone; ``reason`` is ``"idle"``, ``"replaced"`` (it restarted),
+    ``"evicted"`` (room was needed) or ``"closed"`` (the application ended it)."""
+
+    peer: Peer
+    reason: str
+
+
+class _Partial:
+    """A fragmented message being reassembled."""
+
+    __slots__ = ("chunks", "count", "last_seen", "length", "received")
+
+    def __init__(self, length: int, count: int, now: float) -> None:
+        self.length = length
+        self.count = count
+        self.chunks: dict[int, bytes] = {}
+        self.received = 0
+        self.last_seen = now
+
+
+class Peer:
+    """Everything the engine knows about one remote address."""
+
+    __slots__ = (
+        "address",
+        "closed",
+        "counters",
+        "handle",
+        "last_activity",
+        "partial_bytes",
+        "partial_datagrams",
+        "partials",
+        "retired",
+        "send_sequence",
+        "send_session",
+        "session",
+        "timer_at",
+        "window",
+    )
+
+    def __init__(self, address: Address, send_session: int, now: float) -> None:
+        self.address = address
+        #: The trio layer's Connection for this peer (what messages reply through).
+        self.handle: Replier | None = None
+        self.counters = Counters()
+        self.send_session = send_session
+        self.send_sequence = 0
+        self.session: int | None = None
+        self.window: OrderedWindow | UnorderedWindow | None = None
+        self.partials: dict[int, _Partial] = {}
+        self.partial_bytes = 0
+        self.partial_datagrams = 0
+        self.retired: deque[int] = deque(maxlen=RETIRED_SESSIONS)
+        self.last_activity = now
+        self.timer_at = inf
+        self.closed = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        window = self.window
+        pending = window.pending_bytes if isinstance(window, OrderedWindow) else 0
+        return self.partial_bytes + pending
+
+    @property
+    def pending_datagrams(self) -> int:
+        window = self.window
+        pending = window.pending_datagrams if isinstance(window, OrderedWindow) else 0
+        return self.partial_datagrams + pending
+
+    def statistics(self) -> PeerStatistics:
+        return peer_statistics(self.counters, self.pending_datagrams)
+
+
+class Engine:
+    """The protocol state of one socket. ``connected_to`` makes it a client's:
+    one peer, made at once, never forgotten, whose restarts keep it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: float,
+        connected_to: Address | None = None,
+        new_session_id: Callable[[], int] = random_session_id,
+    ) -> None:
+        self.config = config
+        self.framing = config.framing
+        self._new_session_id = new_session_id
+        self.peers: dict[Address, Peer] = {}
+        self._events: list[object] = []
+        #: Datagrams no peer owns, and the endpoint-owned counters.
+        self._own = Counters()
+        #: Counters of peers already forgotten.
+        self._retired = Counters()
+        self._buffered_total = 0
+        self._timers: list[tuple[float, int, Peer]] = []
+        self._tiebreak = _count()
+        self.peers_opened = 0
+        self.peers_closed = 0
+        self.receive_errors = 0
+        self.connected = connected_to is not None
+        self.client_peer: Peer | None = None
+        if connected_to is not None:
+            self.client_peer = self._open_peer(connected_to, now)
+
+    # -- receiving ------------------------------------------------------------
+
+    def receive_datagram(self, data: Buffer, address: Address, now: float) -> None:
+        """Take one datagram (``data`` may be a view of a buffer that is reused
+        afterwards: whatever is kept is copied)."""
+        peer = self.peers.get(address)
+        size = memoryview(data).nbytes
+        if not self.framing:
+            if peer is None:
+                peer = self._open_peer(address, now)
+                if peer is None:
+                    self._count_unowned_over_limit(size)
+                    return
+            counters = peer.counters
+            counters.datagrams_received += 1
+            counters.bytes_received += size
+            peer.last_activity = now
+            self._events.append(Message(bytes(data), address, None, peer, 1))
+            return
+        try:
+            frame = decode_frame_untrusted(data)
+        except BadFrame as exc:
+            counters = self._own if peer is None else peer.counters
+            counters.datagrams_received += 1
+            counters.bytes_received += size
+            if exc.crc:
+                counters.datagrams_crc_error += 1
+            else:
+                counters.datagrams_malformed += 1
+            return
+        session = frame.session
+        if peer is None or (
+            session != peer.session
+            and peer.session is not None
+            and not self.connected
+            and session not in peer.retired
+        ):
+            retired = None
+            if peer is not None:
+                retired = peer.retired
+                retired.append(peer.session)  # type: ignore[arg-type]
+                self._close_peer(peer, "replaced")
+            peer = self._open_peer(address, now)
+            if peer is None:
+                self._count_unowned_over_limit(size)
+                return
+            if retired is not None:
+                peer.retired = retired
+                peer.counters.session_changes += 1
+        counters = peer.counters
+        counters.datagrams_received += 1
+        counters.bytes_received += size
+        peer.last_activity = now
+        window = peer.window
+        if session != peer.session:
+            if session in peer.retired:
+                counters.datagrams_stale_session += 1
+                return
+            if window is not None:  # a client's peer restarted
+                self._end_session(peer, stale=True)
+                peer.retired.append(peer.session)  # type: ignore[arg-type]
+                counters.session_changes += 1
+            peer.session = session
+            config = self.config
+            window_class = OrderedWindow if config.ordered else UnorderedWindow
+            window = peer.window = window_class(frame.sequence, config.reorder_window)
+        assert window is not None
+        sequence = frame.sequence
+        verdict = window.classify(sequence)
+        if verdict != NEW:
+            if verdict == 1:
+                counters.datagrams_duplicate += 1
+            else:
+                counters.datagrams_late += 1
+            return
+        if frame.message_length > self.config.max_message_size:
+            counters.datagrams_over_limit += 1
+            return
+        if frame.fragment_count == 1:
+            message = Message(frame.payload, address, sequence, peer, 1)
+        else:
+            assembled = self._add_fragment(
+                peer,
+                frame.payload,
+                sequence,
+                frame.message_length,
+                frame.fragment_index,
+                frame.fragment_count,
+                now,
+            )
+            if assembled is None:
+                return
+            message = assembled
+        self._accept(peer, window, message, now)
+
+    def _accept(
+        self, peer: Peer, window: OrderedWindow | UnorderedWindow, message: Message, now: float
+    ) -> None:
+        if isinstance(window, UnorderedWindow):
+            window.accept(message.sequence, message, now, self._events, peer.counters)  # type: ignore[arg-type]
+            return
+        before = window.pending_bytes
+        window.accept(message.sequence, message, now, self._events, peer.counters)  # type: ignore[arg-type]
+        self._buffered_total += window.pending_bytes - before
+        if window.pending:
+            self._arm(peer)
+            if not self._within_budget(peer, 0):
+                self._relieve(peer, 0, keep=None)
+
+    def _add_fragment(
+        self,
+        peer: Peer,
+        payload: bytes,
+        sequence: int,
+        length: int,
+        index: int,
+        count: int,
+        now: float,
+    ) -> Message | None:
+        counters = peer.counters
+        partials = peer.partials
+        partial = partials.get(sequence)
+        if partial is None:
+            if len(partials) >= self.config.max_partial_messages:
+                self._drop_partial(peer, next(iter(partials)), expired=False)
+            partial = _Partial(length, count, now)
+            partials[sequence] = partial
+            self._arm(peer)
+        elif partial.length != length or partial.count != count:
+            counters.datagrams_malformed += 1
+            return None
+        if index in partial.chunks:
+            counters.datagrams_duplicate += 1
+            return None
+        if partial.received + len(payload) > length:
+            counters.datagrams_malformed += 1
+            return None
+        cost = len(payload) + FRAGMENT_COST
+        if not self._within_budget(peer, cost):
+            self._relieve(peer, cost, keep=sequence)
+            if not self._within_budget(peer, cost):
+                counters.datagrams_over_limit += 1
+                if not partial.chunks:
+                    del partials[sequence]
+                return None
+        partial.chunks[index] = payload
+        partial.received += len(payload)
+        partial.last_seen = now
+        peer.partial_bytes += cost
+        peer.partial_datagrams += 1
+        self._buffered_total += cost
+        # Most recently active last: the front of `partials` expires first.
+        del partials[sequence]
+        partials[sequence] = partial
+        if len(partial.chunks) < count:
+            return None
+        self._drop_partial(peer, sequence, expired=None)
+        if partial.received != length:
+            counters.datagrams_malformed += count
+            return None
+        chunks = partial.chunks
+        whole = b"".join([chunks[i] for i in range(count)])
+        return Message(whole, peer.address, sequence, peer, count)
+
+    def _drop_partial(self, peer: Peer, sequence: int, *, expired: bool | None) -> None:
+        """Forget a partial message; its fragments count as expired (True), over a
+        limit (False) or, when it just completed, nothing yet (None)."""
+        partial = peer.partials.pop(sequence)
+        held = len(partial.chunks)
+        cost = partial.received + FRAGMENT_COST * held
+        peer.partial_bytes -= cost
+        peer.partial_datagrams -= held
+        self._buffered_total -= cost
+        if expired:
+            peer.counters.datagrams_reassembly_expired += held
+        elif expired is False:
+            peer.counters.datagrams_over_limit += held
+
+    def _within_budget(self, peer: Peer, extra: int) -> bool:
+        config = self.config
+        return (
+            peer.buffered_bytes + extra <= config.peer_buffer_bytes
+            and self._buffered_total + extra <= config.total_buffer_bytes
+        )
+
+    def _relieve(self, peer: Peer, extra: int, *, keep: int | None) -> None:
+        """Make room in ``peer``'s own buffers: deliver past reorder gaps first
+        (no data is lost by that), then drop its least recently active partial
+        messages other than ``keep``. Other peers' buffers are never touched."""
+        window = peer.window
+        if isinstance(window, OrderedWindow):
+            while window.pending and not self._within_budget(peer, extra):
+                before = window.pending_bytes
+                window.skip_gap(self._events, peer.counters)
+                self._buffered_total += window.pending_bytes - before
+        for sequence in list(peer.partials):
+            if self._within_budget(peer, extra):
+                return
+            if sequence != keep:
+                self._drop_partial(peer, sequence, expired=False)
+
+    def _count_unowned_over_limit(self, size: int) -> None:
+        own = self._own
+        own.datagrams_received += 1
+        own.bytes_received += size
+        own.datagrams_over_limit += 1
+
+    # -- peers ------------------------------------------------------------------
+
+    def _open_peer(self, address: Address, now: float) -> Peer | None:
+        if len(self.peers) >= self.config.max_peers:
+            return None
+        peer = Peer(address, self._new_session_id(), now)
+        self.peers[address] = peer
+        self.peers_opened += 1
+        if not self.connected:
+            self._events.append(PeerOpened(peer))
+        self._arm(peer)
+        return peer
+
+    def _end_session(self, peer: Peer, *, stale: bool) -> None:
+        """Settle a receive session: whole messages waiting for a gap are
+        delivered, partial ones counted (stale for a restart, else expired)."""
+        window = peer.window
+        if isinstance(window, OrderedWindow) and window.pending:
+            self._buffered_total -= window.pending_bytes
+            window.flush(self._events, peer.counters)
+        for sequence in list(peer.partials):
+            held = len(peer.partials[sequence].chunks)
+            self._drop_partial(peer, sequence, expired=None)
+            if stale:
+                peer.counters.datagrams_stale_session += held
+            else:
+                peer.counters.datagrams_reassembly_expired += held
+        peer.window = None
+
+    def _close_peer(self, peer: Peer, reason: str) -> None:
+        if peer.closed:
+            return
+        self._end_session(peer, stale=reason == "replaced")
+        peer.closed = True
+        if self.peers.get(peer.address) is peer:
+            del self.peers[peer.address]
+        self._retired_add(peer)
+        self.peers_closed += 1
+        self._events.append(PeerClosed(peer, reason))
+
+    def _retired_add(self, peer: Peer) -> None:
+        retired, counters = self._retired, peer.counters
+        for name in _SUMMED:
+            setattr(retired, name, getattr(retired, name) + getattr(counters, name))
+
+    def close_peer(self, peer: Peer) -> None:
+        """The application is done with ``peer`` (its handler returned): forget
+        it, so that its next datagram starts a new connection."""
+        if peer is not self.client_peer:
+            self._close_peer(peer, "closed")
+
+    def peer_for(self, address: Address, now: float) -> Peer:
+        """The peer to send to at ``address``, made if new; when ``max_peers``
+        are known, the least recently active one is forgotten to make room."""
+        peer = self.peers.get(address)
+        if peer is None:
+            if len(self.peers) >= self.config.max_peers:
+                victim = min(self.peers.values(), key=lambda p: p.last_activity)
+                self._close_peer(victim, "evicted")
+            peer = self._open_peer(address, now)
+            assert peer is not None
+        return peer
+
+    # -- sending ----------------------------------------------------------------
+
+    def encode(self, peer: Peer, payload: Buffer, now: float) -> list[bytes]:
+        """The datagrams that carry ``payload`` to ``peer``; raises ValueError if it
+        is larger than the configured limits allow."""
+        config = self.config
+        size = memoryview(payload).nbytes
+        if self.framing:
+            if size > config.max_message_size:
+                raise ValueError(
+                    f"a {size}-byte message is larger than max_message_size="
+                    f"{config.max_message_size}; raise max_message_size on both ends"
+                )
+            datagrams = encode_message(
+                peer.send_session, peer.send_sequence, payload, config.max_datagram_size
+            )
+            peer.send_sequence = (peer.send_sequence + 1) & 0xFFFFFFFF
+        else:
+            if size > config.max_datagram_size:
+                raise ValueError(
+                    f"a {size}-byte datagram is larger than max_datagram_size="
+                    f"{config.max_datagram_size}; raw mode does not fragment, so raise "
+                    f"max_datagram_size (up to 65507) or send less"
+                )
+            datagrams = [bytes(payload)]
+        counters = peer.counters
+        counters.messages_sent += 1
+        counters.datagrams_sent += len(datagrams)
+        counters.bytes_sent += sum(map(len, datagrams))
+        peer.last_activity = now
+        return datagrams
+
+    def count_unreachable(self, peer: Peer | None) -> None:
+        """The kernel reported an ICMP error (for ``peer`` if it knows which)."""
+        (self._own if peer is None else peer.counters).unreachable_errors += 1
+
+    # -- delivery accounting ----------------------------------------------------
+
+    def count_delivered(self, message: Message) -> None:
+        """``message`` was put into a receive channel."""
+        datagrams = message._datagrams
+        for counters in (self._own, cast("Peer", message._origin).counters):
+            counters.datagrams_delivered += datagrams
+            counters.messages_delivered += 1
+
+    def count_dropped(self, message: Message, *, was_delivered: bool) -> None:
+        """A full receive channel dropped ``message``: the new one, or (when
+        ``was_delivered``) one it already held."""
+        datagrams = message._datagrams
+        for counters in (self._own, cast("Peer", message._origin).counters):
+            if was_delivered:
+                counters.datagrams_delivered -= datagrams
+                counters.messages_delivered -= 1
+            counters.datagrams_overflow_dropped += datagrams
+            counters.messages_overflow_dropped += 1
+
+    # -- timers -----------------------------------------------------------------
+
+    def _deadline(self, peer: Peer) -> float:
+        config = self.config
+        deadline = inf
+        if config.idle_timeout is not None and not self.connected:
+            deadline = peer.last_activity + config.idle_timeout
+        window = peer.window
+        if isinstance(window, OrderedWindow):
+            arrival = window.oldest_arrival()
+            if arrival is not None:
+                deadline = min(deadline, arrival + config.reorder_timeout)
+        for partial in peer.partials.values():
+            deadline = min(deadline, partial.last_seen + config.reassembly_timeout)
+            break
+        return deadline
+
+    def _arm(self, peer: Peer) -> None:
+        deadline = self._deadline(peer)
+        if deadline < peer.timer_at:
+            peer.timer_at = deadline
+            heapq.heappush(self._timers, (deadline, next(self._tiebreak), peer))
+
+    def next_deadline(self) -> float:
+        """When ``handle_timer`` should next be called (inf: not until more data)."""
+        return self._timers[0][0] if self._timers else inf
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timeout that is due at ``now``."""
+        timers = self._timers
+        config = self.config
+        while timers and timers[0][0] <= now:
+            deadline, _, peer = heapq.heappop(timers)
+            if peer.closed or deadline != peer.timer_at:
+                continue
+            peer.timer_at = inf
+            window = peer.window
+            if isinstance(window, OrderedWindow):
+                while True:
+                    arrival = window.oldest_arrival()
+                    if arrival is None or arrival + config.reorder_timeout > now:
+                        break
+                    before = window.pending_bytes
+                    window.skip_gap(self._events, peer.counters)
+                    self._buffered_total += window.pending_bytes - before
+            for sequence, partial in list(peer.partials.items()):
+                if partial.last_seen + config.reassembly_timeout > now:
+                    break
+                self._drop_partial(peer, sequence, expired=True)
+            if (
+                config.idle_timeout is not None
+                and not self.connected
+                and peer.last_activity + config.idle_timeout <= now
+            ):
+                self._close_peer(peer, "idle")
+            else:
+                self._arm(peer)
+
+    # -- output -----------------------------------------------------------------
+
+    def take_events(self) -> list[object]:
+        """The messages and peer events produced since the last call, in order:
+        ``Message``, ``PeerOpened`` and ``PeerClosed`` objects."""
+        events = self._events
+        self._events = []
+        return events
+
+    def statistics(self) -> EndpointStatistics:
+        total = Counters()
+        total.add(self._own)
+        total.add(self._retired)
+        pending = 0
+        for peer in self.peers.values():
+            counters = peer.counters
+            for name in _SUMMED:
+                setattr(total, name, getattr(total, name) + getattr(counters, name))
+            pending += peer.pending_datagrams
+        return endpoint_statistics(
+            total,
+            pending,
+            peers=len(self.peers),
+            peers_opened=self.peers_opened,
+            peers_closed=self.peers_closed,
+            receive_errors=self.receive_errors,
+        )

@@ -1,0 +1,196 @@
+"""Per-session receive windows: duplicate suppression, and (ordered mode) the
+reorder buffer.
+
+Both windows work on 32-bit sequence numbers in serial-number arithmetic
+(RFC 1982), so a session may run through more than 2**32 messages. A window
+starts at the first sequence number it sees: a receiver that joins late (a
+restarted server, a peer forgotten for idleness) does not wait for messages it
+can never get. Memory is bounded by ``window``: at most that many whole
+messages wait in the reorder buffer, and a bitmap of that many bits remembers
+what was received for duplicate detection (the anti-replay window of RFC 4303
+§3.4.3).
+
+OrderedWindow keeps ``base``, the next sequence number to deliver. A message
+at ``base`` is delivered at once, with every buffered one that follows it
+without a gap. A message ahead of ``base`` waits in ``pending``; when the
+oldest waiting message has waited ``reorder_timeout`` (the engine's timer) or
+memory runs short, the gap before the first pending message is given up: the
+missing messages are counted lost and delivery goes on. A message so far ahead
+that it does not fit in the window moves the window forward at once. Behind
+``base``, ``history`` tells a duplicate (it was delivered) from a late message
+(its gap was given up).
+
+UnorderedWindow delivers every new message at once and only remembers, for the
+``window`` sequence numbers up to the highest seen, which were received.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._frame import SEQUENCE_MODULUS, sequence_difference
+
+if TYPE_CHECKING:
+    from ._message import Message
+    from ._statistics import Counters
+
+NEW = 0
+DUPLICATE = 1
+LATE = 2
+
+
+class OrderedWindow:
+    __slots__ = (
+        "base",
+        "history",
+        "known",
+        "mask",
+        "pending",
+        "pending_bytes",
+        "pending_datagrams",
+        "window",
+    )
+
+    def __init__(self, first: int, window: int) -> None:
+        self.window = window
+        self.mask = (1 << window) - 1
+        self.base = first
+        # bit k of history: base - 1 - k was delivered; only the low `known` bits mean anything
+        self.history = 0
+        self.known = 0
+        self.pending: dict[int, tuple[Message, float]] = {}
+        self.pending_bytes = 0
+        self.pending_datagrams = 0
+
+    def classify(self, sequence: int) -> int:
+        distance = sequence_difference(sequence, self.base)
+        if distance >= 0:
+            return DUPLICATE if sequence in self.pending else NEW
+        back = -distance - 1
+        if back < self.known and (self.history >> back) & 1:
+            return DUPLICATE
+        return LATE
+
+    def accept(
+        self, sequence: int, message: Message, now: float, out: list[object], counters: Counters
+    ) -> None:
+        """Take a new (``classify`` said NEW) whole message."""
+        distance = sequence_difference(sequence, self.base)
+        if distance >= self.window:
+            self._advance_to((sequence - self.window + 1) % SEQUENCE_MODULUS, out, counters)
+        if sequence == self.base:
+            out.append(message)
+            self._step()
+            if self.pending:
+                self._drain(out)
+        else:
+            self.pending[sequence] = (message, now)
+            self.pending_bytes += len(message.payload)
+            self.pending_datagrams += message._datagrams
+
+    def oldest_arrival(self) -> float | None:
+        """When the message that has waited longest arrived (None: none waits)."""
+        for _message, arrival in self.pending.values():
+            return arrival
+        return None
+
+    def skip_gap(self, out: list[object], counters: Counters) -> None:
+        """Give up the gap before the first waiting message and deliver onwards."""
+        if self.pending:
+            base = self.base
+            first = min(self.pending, key=lambda s: sequence_difference(s, base))
+            self._advance_to(first, out, counters)
+
+    def flush(self, out: list[object], counters: Counters) -> None:
+        """Deliver everything waiting, giving up every gap."""
+        while self.pending:
+            self.skip_gap(out, counters)
+
+    def _step(self) -> None:
+        self.history = ((self.history << 1) | 1) & self.mask
+        if self.known < self.window:
+            self.known += 1
+        self.base = (self.base + 1) % SEQUENCE_MODULUS
+
+    def _drain(self, out: list[object]) -> None:
+        pending = self.pending
+        while self.base in pending:
+            message, _arrival = pending.pop(self.base)
+            self.pending_bytes -= len(message.payload)
+            self.pending_datagrams -= message._datagrams
+            out.append(message)
+            self._step()
+
+    def _advance_to(self, new_base: int, out: list[object], counters: Counters) -> None:
+        base = self.base
+        skipped = sequence_difference(new_base, base)
+        if skipped <= 0:
+            return
+        below = sorted(
+            (offset, sequence)
+            for sequence in self.pending
+            if (offset := sequence_difference(sequence, base)) < skipped
+        )
+        history = 0 if skipped >= self.window else (self.history << skipped) & self.mask
+        for offset, sequence in below:
+            message, _arrival = self.pending.pop(sequence)
+            self.pending_bytes -= len(message.payload)
+            self.pending_datagrams -= message._datagrams
+            out.append(message)
+            position = skipped - 1 - offset
+            if position < self.window:
+                history |= 1 << position
+        counters.messages_lost += skipped - len(below)
+        self.history = history
+        self.known = min(self.window, self.known + skipped)
+        self.base = new_base
+        self._drain(out)
+
+
+class UnorderedWindow:
+    __slots__ = ("early", "first", "highest", "mask", "seen", "window")
+
+    def __init__(self, first: int, window: int) -> None:
+        self.window = window
+        self.mask = (1 << window) - 1
+        self.highest = first
+        self.first = first
+        # bit k of seen: highest - k was received. Positions from before the first
+        # message start set, so they are never counted lost; which of them really
+        # arrive (late, but still new) is kept in `early` until the window has
+        # moved past them.
+        self.seen = self.mask & ~1
+        self.early: set[int] | None = set() if window > 1 else None
+
+    def classify(self, sequence: int) -> int:
+        distance = sequence_difference(sequence, self.highest)
+        if distance > 0:
+            return NEW
+        if -distance >= self.window:
+            return LATE
+        early = self.early
+        if early is not None and sequence_difference(sequence, self.first) < 0:
+            return DUPLICATE if sequence in early else NEW
+        return DUPLICATE if (self.seen >> -distance) & 1 else NEW
+
+    def accept(
+        self, sequence: int, message: Message, now: float, out: list[object], counters: Counters
+    ) -> None:
+        distance = sequence_difference(sequence, self.highest)
+        if distance > 0:
+            window = self.window
+            if distance >= window:
+                lost = window - self.seen.bit_count() + distance - window
+                self.seen = 1
+            else:
+                lost = distance - (self.seen >> (window - distance)).bit_count()
+                self.seen = ((self.seen << distance) & self.mask) | 1
+            counters.messages_lost += lost
+            self.highest = sequence
+            if self.early is not None and sequence_difference(sequence, self.first) >= window:
+                self.early = None
+        elif self.early is not None and sequence_difference(sequence, self.first) < 0:
+            self.early.add(sequence)
+        else:
+            self.seen |= 1 << -distance
+        out.append(message)
