@@ -1,0 +1,433 @@
+"""The trio layer on real loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp._frame import encode_message
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+LOCAL = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        return int(sock.getsockname()[1])
+
+
+async def echo(server: trioudp.UDPServer) -> None:
+    async for message in server:
+        await message.reply(message.payload)
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[trioudp.UDPServer]:
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(echo, server)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def test_echo_of_every_size(echo_server: trioudp.UDPServer) -> None:
+    host, port = echo_server.local_address[:2]
+    sizes = [0, 1, 1200 - 21, 1200 - 20, 1200 - 19, 50_000, 1024 * 1024]
+    rng = random.Random(7)
+    async with trioudp.open_udp_connection(host, port) as conn:
+        for size in sizes:
+            payload = rng.randbytes(size)
+            await conn.send(payload)
+            with trio.fail_after(10):
+                reply = await conn.receive()
+            assert reply.payload == payload
+            assert reply.address == (host, port)
+        stats = conn.statistics()
+        assert stats.messages_sent == stats.messages_delivered == len(sizes)
+        assert stats.datagrams_received == stats.datagrams_accounted
+    server_stats = echo_server.statistics()
+    assert server_stats.messages_delivered == len(sizes)
+    assert server_stats.datagrams_received == server_stats.datagrams_accounted
+
+
+async def test_serve_runs_one_handler_per_peer() -> None:
+    seen: list[trioudp.Address] = []
+
+    async def handler(connection: trioudp.Connection, prefix: bytes) -> None:
+        seen.append(connection.address)
+        async for message in connection:
+            assert message.address == connection.address
+            await connection.send(prefix + message.payload)
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        await nursery.start(server.serve, handler, b"re:")
+        port = server.local_address[1]
+        async with (
+            trioudp.open_udp_connection(LOCAL, port) as a,
+            trioudp.open_udp_connection(LOCAL, port) as b,
+        ):
+            for i in range(5):
+                await a.send(b"a%d" % i)
+                await b.send(b"b%d" % i)
+            with trio.fail_after(5):
+                assert [(await a.receive()).payload for _ in range(5)] == [
+                    b"re:a%d" % i for i in range(5)
+                ]
+                assert [(await b.receive()).payload for _ in range(5)] == [
+                    b"re:b%d" % i for i in range(5)
+                ]
+            assert sorted(seen) == sorted([a.local_address, b.local_address])
+            assert set(server.connections) == set(seen)
+            assert server.connections[a.local_address].statistics().messages_delivered == 5
+            with pytest.raises(TypeError):
+                server.connections[("1.2.3.4", 5)] = server.connections[a.local_address]  # type: ignore[index]
+            with pytest.raises(trio.BusyResourceError):
+                await server.serve(handler, b"again")
+        nursery.cancel_scope.cancel()
+
+
+async def test_handler_error_surfaces_in_the_callers_task() -> None:
+    async def handler(connection: trioudp.Connection) -> None:
+        await connection.receive()
+        raise ValueError("handler failed")
+
+    async def scenario() -> None:
+        async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+            await nursery.start(server.serve, handler)
+            async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+                await conn.send(b"x")
+                await trio.sleep_forever()
+
+    with pytest.raises(ValueError, match="handler failed"):
+        await scenario()
+
+
+async def test_raw_mode_talks_to_plain_sockets() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0, framing=False) as server:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            await plain.bind((LOCAL, 0))
+            await plain.sendto(b"ping", server.local_address)
+            with trio.fail_after(5):
+                message = await server.receive()
+            assert (message.payload, message.sequence, message.address) == (
+                b"ping",
+                None,
+                plain.getsockname(),
+            )
+            await message.reply(b"pong")
+            with trio.fail_after(5):
+                assert await plain.recv(100) == b"pong"
+            # And a raw client connection to the plain socket.
+            async with trioudp.open_udp_connection(*plain.getsockname(), framing=False) as conn:
+                await conn.send(b"hello")
+                with trio.fail_after(5):
+                    data, address = await plain.recvfrom(100)
+                assert (data, address) == (b"hello", conn.local_address)
+                await plain.sendto(b"raw reply", address)
+                with trio.fail_after(5):
+                    assert (await conn.receive()).payload == b"raw reply"
+                assert conn.statistics().datagrams_delivered == 1
+
+
+async def test_receive_is_cancel_safe(autojump_clock: trio.testing.MockClock) -> None:
+    async with (
+        trioudp.open_udp_server(LOCAL, 0) as server,
+        trioudp.open_udp_connection(*server.local_address[:2]) as conn,
+    ):
+        await conn.send(b"hello")
+        (peer,) = await server.receive_batch()
+
+        async def sender() -> None:
+            for i in range(60):
+                await peer.reply(b"%d" % i)
+                await trio.sleep(0.013)
+
+        received: list[bytes] = []
+        timeouts = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            while len(received) < 60:
+                with trio.move_on_after(0.005) as scope:
+                    received.append((await conn.receive()).payload)
+                timeouts += scope.cancelled_caught
+        assert received == [b"%d" % i for i in range(60)]
+        assert timeouts > 60
+
+
+async def test_corrupted_datagrams_are_counted_never_delivered(
+    echo_server: trioudp.UDPServer,
+) -> None:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        await plain.bind((LOCAL, 0))
+        good = encode_message(42, 0, b"intact", 1200)[0]
+        damaged = bytearray(encode_message(42, 1, b"damaged", 1200)[0])
+        damaged[18] ^= 0x04
+        await plain.sendto(good, echo_server.local_address)
+        await plain.sendto(bytes(damaged), echo_server.local_address)
+        await plain.sendto(encode_message(42, 1, b"second", 1200)[0], echo_server.local_address)
+        with trio.fail_after(5):
+            replies = [await plain.recv(2000) for _ in range(2)]
+        assert [r[16:-4] for r in replies] == [b"intact", b"second"]
+    stats = echo_server.statistics()
+    assert stats.datagrams_crc_error == 1
+    assert stats.messages_delivered == 2
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_garbage_never_kills_the_server(echo_server: trioudp.UDPServer) -> None:
+    rng = random.Random(3)
+    count = 2000
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        await plain.bind((LOCAL, 0))
+        for i in range(count):
+            size = rng.choice([0, 1, 3, 19, 20, 27, 28, 100, 1200, 9000])
+            junk = bytearray(rng.randbytes(size))
+            if i % 3 == 0 and size >= 4:
+                junk[:3] = b"tU\x01"  # past the magic, into the CRC check
+            await plain.sendto(bytes(junk), echo_server.local_address)
+        # Datagrams from one socket arrive in order: once this is echoed, all
+        # the garbage before it has been read.
+        await plain.sendto(encode_message(9, 0, b"still alive", 1200)[0], echo_server.local_address)
+        with trio.fail_after(5):
+            reply = await plain.recv(2000)
+        assert reply[16:-4] == b"still alive"
+    stats = echo_server.statistics()
+    assert stats.datagrams_crc_error + stats.datagrams_malformed == count
+    assert stats.datagrams_received == count + 1 == stats.datagrams_accounted
+    assert stats.peers == 1
+
+
+async def test_restarted_client_with_a_new_session_is_served() -> None:
+    port = free_port()
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        target = server.local_address[:2]
+        async with trioudp.open_udp_connection(*target, local_address=(LOCAL, port)) as first:
+            await first.send(b"one")
+            await first.send(b"two")
+            with trio.fail_after(5):
+                assert [m.sequence for m in await _receive(server, 2)] == [0, 1]
+        old = server.connections[(LOCAL, port)]
+        async with trioudp.open_udp_connection(*target, local_address=(LOCAL, port)) as second:
+            await second.send(b"one again")
+            with trio.fail_after(5):
+                (message,) = await _receive(server, 1)
+        assert (message.payload, message.sequence) == (b"one again", 0)
+        assert old.ended == "replaced"
+        assert server.connections[(LOCAL, port)] is not old
+        assert server.statistics().session_changes == 1
+
+
+async def _receive(receiver: trioudp.UDPServer, count: int) -> list[trioudp.Message]:
+    return [await receiver.receive() for _ in range(count)]
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_closing_leaks_no_socket_and_no_task() -> None:
+    before_fds = _open_fds()
+    task = trio.lowlevel.current_task()
+    before_nurseries = len(task.child_nurseries)
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            assert len(_open_fds()) == len(before_fds) + 2
+            await conn.send(b"x")
+            with trio.fail_after(5):
+                await server.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await conn.send(b"after")
+        with pytest.raises(trio.ClosedResourceError):
+            conn.receive_nowait()
+    assert _open_fds() == before_fds
+    assert len(task.child_nurseries) == before_nurseries
+    with pytest.raises(trio.ClosedResourceError):
+        await server.receive()
+    with pytest.raises(trio.ClosedResourceError):
+        await server.send((LOCAL, 9), b"after")
+
+
+async def test_idle_peer_ends_its_connection(autojump_clock: trio.testing.MockClock) -> None:
+    ended: list[str | None] = []
+    done = trio.Event()
+
+    async def handler(connection: trioudp.Connection) -> None:
+        async for _message in connection:
+            pass
+        ended.append(connection.ended)
+        done.set()
+
+    async with (
+        trioudp.open_udp_server(LOCAL, 0, idle_timeout=5.0) as server,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(server.serve, handler)
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            start = trio.current_time()
+            await conn.send(b"hello")
+            await done.wait()
+            assert ended == ["idle"]
+            assert trio.current_time() - start == pytest.approx(5.0, abs=0.01)
+            assert server.connections == {}
+            assert server.statistics().peers_closed == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_unreachable_peer_is_reported_on_the_client() -> None:
+    async with trioudp.open_udp_connection(LOCAL, free_port()) as conn:
+        await conn.send(b"anyone?")
+        with trio.fail_after(5), pytest.raises(trioudp.UnreachableError) as info:
+            await conn.receive()
+        assert info.value.address == conn.address
+        assert "still usable" in str(info.value)
+        # The connection goes on working; the next ICMP error is reported again.
+        await conn.send(b"still there?")
+        with trio.fail_after(5), pytest.raises(trioudp.UnreachableError):
+            await conn.receive()
+        assert conn.statistics().unreachable_errors >= 2
+
+
+async def test_unreachable_errors_do_not_stop_a_server() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        await server.send((LOCAL, free_port()), b"nobody")
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            await conn.send(b"ok")
+            with trio.fail_after(5):
+                assert (await server.receive()).payload == b"ok"
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+async def test_ipv6_echo() -> None:
+    async with trioudp.open_udp_server("::1", 0) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(echo, server)
+        async with trioudp.open_udp_connection("::1", server.local_address[1]) as conn:
+            await conn.send(b"six" * 1000)
+            with trio.fail_after(5):
+                reply = await conn.receive()
+        assert reply.payload == b"six" * 1000
+        assert len(reply.address) == 4
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+async def test_dual_stack_server_takes_ipv4_and_sends_to_ipv4_addresses() -> None:
+    async with trioudp.open_udp_server(None, 0) as server:
+        port = server.local_address[1]
+        async with trioudp.open_udp_connection(LOCAL, port) as conn:
+            await conn.send(b"v4")
+            with trio.fail_after(5):
+                message = await server.receive()
+            assert message.address[0] == "::ffff:127.0.0.1"
+            # A plain IPv4 address finds the same peer.
+            await server.send(conn.local_address, b"back")
+            with trio.fail_after(5):
+                assert (await conn.receive()).payload == b"back"
+            assert list(server.connections) == [message.address]
+
+
+async def test_server_can_speak_first_and_resolves_names() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+            await listener.bind((LOCAL, 0))
+            await server.send(("localhost", listener.getsockname()[1]), b"first")
+            with trio.fail_after(5):
+                data = await listener.recv(2000)
+            assert data[16:-4] == b"first"
+            assert list(server.connections) == [listener.getsockname()]
+
+
+async def test_from_socket_adopts_a_bound_socket() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCAL, 0))
+    address = sock.getsockname()
+    async with trioudp.from_socket(sock) as server:
+        assert server.local_address == address
+        async with trioudp.open_udp_connection(*address) as conn:
+            await conn.send(b"adopted")
+            with trio.fail_after(5):
+                assert (await server.receive()).payload == b"adopted"
+    assert sock.fileno() == -1
+
+
+async def test_from_socket_rejects_what_it_cannot_use() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unbound,
+        pytest.raises(ValueError, match=r"needs a bound socket: call sock.bind"),
+    ):
+        async with trioudp.from_socket(unbound):
+            pass
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        pytest.raises(ValueError, match=r"needs a UDP socket"),
+    ):
+        async with trioudp.from_socket(tcp):
+            pass
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("drop_oldest", [3, 4]), ("drop_newest", [0, 1])])
+async def test_full_channel_drops_by_policy_and_counts(policy: str, kept: list[int]) -> None:
+    options = trioudp.Config(channel_capacity=2, overflow=policy)  # type: ignore[arg-type]
+    async with (
+        trioudp.open_udp_server(LOCAL, 0, config=options) as server,
+        trioudp.open_udp_connection(*server.local_address[:2]) as conn,
+    ):
+        for i in range(5):
+            await conn.send(b"%d" % i)
+        await trio.testing.wait_all_tasks_blocked()
+        batch = await server.receive_batch(10)
+        assert [m.sequence for m in batch] == kept
+        with pytest.raises(trio.WouldBlock):
+            server.receive_nowait()
+        stats = server.statistics()
+        assert (stats.messages_delivered, stats.messages_overflow_dropped) == (2, 3)
+        assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_large_message_with_a_tiny_send_buffer(echo_server: trioudp.UDPServer) -> None:
+    payload = random.Random(5).randbytes(1024 * 1024)
+    async with trioudp.open_udp_connection(
+        *echo_server.local_address[:2], send_buffer_size=4096
+    ) as conn:
+        await conn.send(payload)
+        with trio.fail_after(10):
+            assert (await conn.receive()).payload == payload
+
+
+async def test_bad_arguments_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="max_datagram_size must be an integer from 64 to 65507"):
+        async with trioudp.open_udp_server(LOCAL, 0, max_datagram_size=10):
+            pass
+    with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
+        async with trioudp.open_udp_server(LOCAL, 70000):
+            pass
+    with pytest.raises(TypeError, match="unknown trioudp option"):
+        async with trioudp.open_udp_connection(LOCAL, 9, nonsense=1):  # type: ignore[call-arg]
+            pass
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        with pytest.raises(OSError, match="already in use"):
+            async with trioudp.open_udp_server(LOCAL, server.local_address[1]):
+                pass
+        with pytest.raises(ValueError, match="max_message_size"):
+            await server.send((LOCAL, 9), b"x" * (1024 * 1024 + 1))
+        with pytest.raises(TypeError, match=r"\(host, port\) tuple"):
+            await server.send("127.0.0.1:9", b"x")
+        with pytest.raises(ValueError, match="max_messages"):
+            await server.receive_batch(0)

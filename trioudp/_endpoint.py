@@ -1,0 +1,635 @@
+"""The trio shell around the engine: sockets, tasks, channels, cancel scopes.
+
+Receive path. One task per socket drains it without awaiting: it reads
+datagrams with ``recvfrom_into`` into one preallocated buffer until the kernel
+has none left (BlockingIOError) or ``RECEIVE_BATCH`` were read, feeding each
+to the engine; then it hands the batch's messages to the receive channels and
+awaits ``wait_readable`` (or, after a full batch, one checkpoint so other tasks
+run). A trip through trio's scheduler costs several microseconds, far more
+than a datagram's own work, so paying it once per batch rather than once per
+datagram is what makes this fast.
+
+Delivery. Every peer has a Connection. A connection's messages go to its own
+channel once something receives from it (``serve()`` hands it to a handler,
+or the application calls its ``receive()``/iterates it); until then they go to
+the server's shared channel, which ``async for message in server`` reads.
+Channels are bounded and never block the reader: a full one applies
+``overflow`` (drop the oldest or the newest message, counted), so one slow
+consumer never stalls the socket for everyone else.
+
+Send path. Datagrams go straight to the non-blocking socket; only when the
+kernel's buffer is full does ``send()`` wait for it to drain (trio
+backpressure), so it never raises EAGAIN at the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import asynccontextmanager
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import trio
+
+from ._config import Config, make_config
+from ._engine import Engine, Peer, PeerClosed, PeerOpened
+from ._errors import UnreachableError
+from ._message import Message
+from ._sockets import (
+    AddressBook,
+    adopt_socket,
+    client_socket,
+    is_unreachable,
+    peer_name,
+    server_socket,
+)
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    import socket as stdlib_socket
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+
+    from typing_extensions import Buffer, Self, TypeVarTuple, Unpack
+
+    from ._config import Options
+    from ._message import Address
+    from ._statistics import EndpointStatistics, PeerStatistics
+
+    Ts = TypeVarTuple("Ts")
+
+logger = logging.getLogger("trioudp")
+
+#: Datagrams read per batch before the receive task lets other tasks run.
+RECEIVE_BATCH = 128
+#: Datagrams of one message sent before ``send()`` lets other tasks run.
+SEND_BATCH = 16
+_RECEIVE_BUFFER = 65536
+
+
+class _Unreachable:
+    """Queued in a client's channel where an ICMP error arrived, so that the
+    error is raised in order with the messages around it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: UnreachableError) -> None:
+        self.error = error
+
+
+_Item = Message | _Unreachable
+
+
+class _Inbox:
+    """A bounded receive channel with an overflow policy."""
+
+    def __init__(self, engine: Engine, config: Config) -> None:
+        self._engine = engine
+        self._drop_oldest = config.overflow == "drop_oldest"
+        self._send, self._receive = trio.open_memory_channel[_Item](config.channel_capacity)
+        self._deferred: UnreachableError | None = None
+        self._error_queued = False
+
+    def put(self, item: _Item) -> None:
+        engine = self._engine
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            if not self._drop_oldest:
+                if type(item) is Message:
+                    engine.count_dropped(item, was_delivered=False)
+                return
+            oldest = self._receive.receive_nowait()
+            if type(oldest) is Message:
+                engine.count_dropped(oldest, was_delivered=True)
+            else:
+                self._error_queued = False
+            self._send.send_nowait(item)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if type(item) is Message:
+                engine.count_dropped(item, was_delivered=False)
+            return
+        if type(item) is Message:
+            engine.count_delivered(item)
+
+    def put_error(self, error: UnreachableError) -> None:
+        if not self._error_queued:
+            self._error_queued = True
+            self.put(_Unreachable(error))
+
+    def _take(self, item: _Item) -> Message:
+        if type(item) is Message:
+            return item
+        self._error_queued = False
+        raise item.error  # type: ignore[union-attr]
+
+    async def receive(self) -> Message:
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            await trio.lowlevel.checkpoint()
+            raise error
+        return self._take(await self._receive.receive())
+
+    def receive_nowait(self) -> Message:
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
+        return self._take(self._receive.receive_nowait())
+
+    async def receive_batch(self, max_messages: int) -> list[Message]:
+        batch = [await self.receive()]
+        receive_nowait = self._receive.receive_nowait
+        while len(batch) < max_messages:
+            try:
+                item = receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if type(item) is not Message:
+                self._error_queued = False
+                self._deferred = item.error  # type: ignore[union-attr]
+                break
+            batch.append(item)
+        return batch
+
+    def end(self) -> None:
+        """No more messages will come: receivers get EndOfChannel once it is empty."""
+        self._send.close()
+
+    def close(self) -> None:
+        """The endpoint is closed: receivers get ClosedResourceError."""
+        self._send.close()
+        self._receive.close()
+
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        return self._receive.statistics()
+
+
+class _Receiving:
+    """The receive side shared by servers and connections."""
+
+    def _inbox(self) -> _Inbox:
+        raise NotImplementedError
+
+    async def receive(self) -> Message:
+        """The next message. Cancel-safe: if a timeout (a cancel scope) cancels the
+        wait, no message is lost; the next call gets it.
+
+        Raises ``trio.EndOfChannel`` when this connection has ended (the peer was
+        idle, restarted, or its handler returned) and ``trio.ClosedResourceError``
+        once the endpoint is closed.
+        """
+        return await self._inbox().receive()
+
+    def receive_nowait(self) -> Message:
+        """The next message if one is waiting, else raise ``trio.WouldBlock``."""
+        return self._inbox().receive_nowait()
+
+    async def receive_batch(self, max_messages: int = 1024) -> list[Message]:
+        """Wait for one message, then take up to ``max_messages`` that are waiting,
+        all for one trip through the scheduler. Cancel-safe like ``receive()``."""
+        if type(max_messages) is not int or max_messages < 1:
+            raise ValueError(f"max_messages must be a positive integer, got {max_messages!r}")
+        return await self._inbox().receive_batch(max_messages)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self._inbox().receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+class _Endpoint(_Receiving):
+    """One socket, its engine and its tasks."""
+
+    def __init__(self, sock: stdlib_socket.socket, config: Config) -> None:
+        self._sock = sock
+        #: The trio socket around ``sock``: closing it wakes any task waiting on it.
+        self._trio_socket = trio.socket.from_stdlib_socket(sock)
+        self._config = config
+        self._remote = peer_name(sock)
+        self._engine = Engine(config, now=trio.current_time(), connected_to=self._remote)
+        self._addresses = AddressBook(sock.family)
+        self._connections: dict[Address, Connection] = {}
+        self._shared: _Inbox | None = None
+        self._send_lock = trio.Lock()
+        self._timer_scope = trio.CancelScope()
+        self._closed = False
+        self._serving: (
+            tuple[trio.Nursery, Callable[..., Awaitable[object]], tuple[Any, ...]] | None
+        ) = None
+        peer = self._engine.client_peer
+        if peer is not None:
+            connection = Connection(self, peer)
+            peer.handle = connection
+            self._connections[peer.address] = connection
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The trio socket, for options trioudp does not set itself. Do not
+        receive from it: that would take datagrams from trioudp."""
+        return self._trio_socket
+
+    @property
+    def local_address(self) -> Address:
+        """The address the socket is bound to (with the port picked for port 0)."""
+        return self._sock.getsockname()  # type: ignore[no-any-return]
+
+    @property
+    def config(self) -> Config:
+        """The options this endpoint runs with."""
+        return self._config
+
+    # -- tasks --------------------------------------------------------------------
+
+    async def _receive_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
+        sock = self._sock
+        engine = self._engine
+        receive_datagram = engine.receive_datagram
+        recvfrom_into = sock.recvfrom_into
+        buffer = bytearray(_RECEIVE_BUFFER)
+        view = memoryview(buffer)
+        wait_readable = trio.lowlevel.wait_readable
+        checkpoint = trio.lowlevel.checkpoint
+        task_status.started()
+        while True:
+            now = trio.current_time()
+            read = 0
+            while read < RECEIVE_BATCH:
+                try:
+                    size, address = recvfrom_into(buffer)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    read += 1
+                    self._receive_error(exc)
+                    continue
+                read += 1
+                receive_datagram(view[:size], address, now)
+            self._after_engine()
+            if read == RECEIVE_BATCH:
+                await checkpoint()
+            else:
+                await wait_readable(sock)
+
+    def _receive_error(self, exc: OSError) -> None:
+        if not is_unreachable(exc):
+            raise exc
+        engine = self._engine
+        engine.receive_errors += 1
+        peer = engine.client_peer
+        engine.count_unreachable(peer)
+        logger.debug("ICMP error on %s: %s", self.local_address, exc)
+        if peer is not None:
+            handle = peer.handle
+            if isinstance(handle, Connection):
+                handle._claim().put_error(
+                    UnreachableError(exc.errno or 0, exc.strerror or str(exc), peer.address)
+                )
+
+    async def _timer_loop(self) -> None:
+        engine = self._engine
+        while True:
+            with trio.CancelScope(deadline=engine.next_deadline()) as self._timer_scope:
+                await trio.sleep_forever()
+            engine.handle_timer(trio.current_time())
+            self._after_engine()
+
+    def _after_engine(self) -> None:
+        """Hand out what the engine produced and keep the timer task's deadline
+        up to date."""
+        engine = self._engine
+        events = engine.take_events()
+        if events:
+            self._dispatch(events)
+        deadline = engine.next_deadline()
+        self._timer_scope.deadline = min(self._timer_scope.deadline, deadline)
+
+    def _dispatch(self, events: list[object]) -> None:
+        shared = self._shared
+        for event in events:
+            if type(event) is Message:
+                connection: Connection = event._origin.handle  # type: ignore[union-attr,assignment]
+                inbox = connection._own
+                if inbox is None:
+                    inbox = shared if shared is not None else connection._claim()
+                inbox.put(event)
+            elif type(event) is PeerOpened:
+                connection = Connection(self, event.peer)
+                event.peer.handle = connection
+                self._connections[event.peer.address] = connection
+                if self._serving is not None:
+                    self._start_handler(connection)
+            elif type(event) is PeerClosed:
+                connection = event.peer.handle  # type: ignore[assignment]
+                connection._end(event.reason)
+                if self._connections.get(event.peer.address) is connection:
+                    del self._connections[event.peer.address]
+
+    def _start_handler(self, connection: Connection) -> None:
+        assert self._serving is not None
+        nursery, handler, args = self._serving
+        connection._claim()
+        nursery.start_soon(self._run_handler, handler, connection, args)
+
+    async def _run_handler(
+        self,
+        handler: Callable[..., Awaitable[object]],
+        connection: Connection,
+        args: tuple[Any, ...],
+    ) -> None:
+        try:
+            await handler(connection, *args)
+        finally:
+            if not self._closed:
+                self._engine.close_peer(connection._peer)
+                self._after_engine()
+
+    # -- sending ------------------------------------------------------------------
+
+    async def _send_to(self, peer: Peer, payload: Buffer) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        datagrams = self._engine.encode(peer, payload, trio.current_time())
+        sock = self._sock
+        address = peer.address
+        connected = address == self._remote
+        for index, datagram in enumerate(datagrams, 1):
+            while True:
+                try:
+                    if connected:
+                        sock.send(datagram)
+                    else:
+                        sock.sendto(datagram, address)
+                    break
+                except BlockingIOError:
+                    async with self._send_lock:
+                        await trio.lowlevel.wait_writable(sock)
+                except OSError as exc:
+                    if is_unreachable(exc) and connected:
+                        # An earlier datagram's ICMP error, reported on this send; this
+                        # datagram was not sent, so note the error and send it again.
+                        self._receive_error(exc)
+                        continue
+                    raise self._send_error(exc, len(datagram), address) from exc
+            if index % SEND_BATCH == 0:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _send_error(self, exc: OSError, size: int, address: Address) -> Exception:
+        if exc.errno == 90:  # EMSGSIZE
+            return OSError(
+                exc.errno,
+                f"a {size}-byte datagram is too large to send to {address[0]}: lower "
+                f"max_datagram_size (1200 crosses any Internet path)",
+            )
+        if self._closed:
+            return trio.ClosedResourceError("this trioudp endpoint is closed")
+        return exc
+
+    # -- lifetime -----------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._shared is not None:
+            self._shared.close()
+        for connection in self._connections.values():
+            connection._close()
+        client = self._engine.client_peer
+        if client is not None and isinstance(client.handle, Connection):
+            client.handle._close()
+        self._trio_socket.close()
+
+    def statistics(self) -> EndpointStatistics:
+        """Totals over every peer this endpoint has known (a snapshot)."""
+        return self._engine.statistics()
+
+
+class UDPServer(_Endpoint):
+    """A UDP socket that talks to any number of peers. Made by
+    :func:`open_udp_server` or :func:`from_socket`; iterate it for the messages of
+    every peer, or :meth:`serve` each peer in its own task."""
+
+    def __init__(self, sock: stdlib_socket.socket, config: Config) -> None:
+        super().__init__(sock, config)
+        self._shared = _Inbox(self._engine, config)
+
+    def _inbox(self) -> _Inbox:
+        assert self._shared is not None
+        return self._shared
+
+    @property
+    def connections(self) -> Mapping[Address, Connection]:
+        """The peers known right now, by address (a read-only live view)."""
+        return MappingProxyType(self._connections)
+
+    async def send(self, address: Any, payload: Buffer) -> None:
+        """Send one message to ``address`` (a ``(host, port)`` tuple; a name is
+        resolved once and remembered). Waits only while the kernel's buffer is
+        full."""
+        peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
+        self._after_engine()
+        await self._send_to(peer, payload)
+
+    async def serve(
+        self,
+        handler: Callable[[Connection, Unpack[Ts]], Awaitable[object]],
+        *args: Unpack[Ts],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> NoReturn:
+        """Run ``await handler(connection, *args)`` in a new task for every peer,
+        the ones already known and each new one, until cancelled (the shape of
+        trio's ``DTLSEndpoint.serve``). Iterate the connection for that peer's
+        messages; the iteration ends when the peer goes idle or restarts.
+
+        When a handler returns, the peer is forgotten: its next message starts a
+        new connection and a new handler. An exception in a handler ends
+        ``serve()`` (and the other handlers) and propagates from it; a lone one
+        is raised as itself.
+        """
+        if self._serving is not None:
+            raise trio.BusyResourceError("serve() is already running on this server")
+        if self._closed:
+            raise trio.ClosedResourceError("this trioudp server is closed")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._serving = (nursery, handler, args)
+                try:
+                    for connection in list(self._connections.values()):
+                        if connection._own is None:
+                            self._start_handler(connection)
+                    task_status.started()
+                    await trio.sleep_forever()
+                finally:
+                    self._serving = None
+        except BaseExceptionGroup as group:
+            raise_lone(group)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Connection(_Receiving):
+    """One peer: send to it, receive its messages, read its statistics.
+
+    ``open_udp_connection`` gives one for the peer it connects to; a server makes
+    one for each peer it hears from (``server.connections``, ``serve()``).
+    """
+
+    def __init__(self, endpoint: _Endpoint, peer: Peer) -> None:
+        self._endpoint = endpoint
+        self._peer = peer
+        self._own: _Inbox | None = None
+        self._ended: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<trioudp.Connection to {self._peer.address!r}>"
+
+    @property
+    def address(self) -> Address:
+        """The peer's address."""
+        return self._peer.address
+
+    @property
+    def local_address(self) -> Address:
+        """The local address of the socket this connection uses."""
+        return self._endpoint.local_address
+
+    @property
+    def ended(self) -> str | None:
+        """None while the connection is live; why it ended otherwise: ``"idle"``,
+        ``"replaced"`` (the peer restarted), ``"evicted"``, ``"closed"``."""
+        return self._ended
+
+    def statistics(self) -> PeerStatistics:
+        """What happened with this peer (a snapshot)."""
+        return self._peer.statistics()
+
+    async def send(self, payload: Buffer) -> None:
+        """Send one message to the peer: framed, and fragmented if it is larger
+        than one datagram. Waits only while the kernel's buffer is full."""
+        peer = self._peer
+        if peer.closed:
+            # This connection ended but the endpoint is open: talk to whichever
+            # peer state the address has now, so one sequence space is used.
+            peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
+            self._endpoint._after_engine()
+        await self._endpoint._send_to(peer, payload)
+
+    def _inbox(self) -> _Inbox:
+        return self._claim()
+
+    def _claim(self) -> _Inbox:
+        inbox = self._own
+        if inbox is None:
+            inbox = self._own = _Inbox(self._endpoint._engine, self._endpoint._config)
+            if self._endpoint._closed:
+                inbox.close()
+            elif self._ended is not None:
+                inbox.end()
+        return inbox
+
+    def _end(self, reason: str) -> None:
+        self._ended = reason
+        if self._own is not None:
+            self._own.end()
+
+    def _close(self) -> None:
+        if self._ended is None:
+            self._ended = "closed"
+        if self._own is not None:
+            self._own.close()
+
+
+def raise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
+    """Re-raise the one real exception in ``group`` as itself (keeping its own
+    context), as trio's ``as_safe_channel`` does; a group of several stays one."""
+    lone: BaseException = group
+    while isinstance(lone, BaseExceptionGroup):
+        members = cast("BaseExceptionGroup[BaseException]", lone).exceptions
+        others = [e for e in members if not isinstance(e, trio.Cancelled)]
+        if len(others) > 1 or any(isinstance(e, (KeyboardInterrupt, SystemExit)) for e in others):
+            raise lone
+        lone = others[0] if others else members[0]
+    context = lone.__context__
+    try:
+        raise lone
+    finally:
+        lone.__context__ = context
+        del lone, context
+
+
+@asynccontextmanager
+async def _running(endpoint: _Endpoint) -> AsyncGenerator[None, None]:
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(endpoint._receive_loop)
+                nursery.start_soon(endpoint._timer_loop)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            endpoint._close()
+    except BaseExceptionGroup as group:
+        raise_lone(group)
+
+
+@asynccontextmanager
+async def open_udp_server(
+    host: str | None, port: int, *, config: Config | None = None, **options: Unpack[Options]
+) -> AsyncGenerator[UDPServer, None]:
+    """Bind a UDP socket to ``host``:``port`` and serve every peer that sends to it.
+
+    ``host`` None or ``""`` binds every interface (IPv4 and IPv6 where the system
+    allows one socket for both); port 0 picks a free port (see
+    ``server.local_address``). Options are :class:`Config`'s fields, as keywords
+    or as ``config=``. Leaving the block stops the server's tasks and closes its
+    socket; an error in them is raised here.
+    """
+    chosen = make_config(config, options)
+    server = UDPServer(await server_socket(host, port, chosen), chosen)
+    async with _running(server):
+        yield server
+
+
+@asynccontextmanager
+async def open_udp_connection(
+    host: str,
+    port: int,
+    *,
+    local_address: tuple[str, int] | None = None,
+    config: Config | None = None,
+    **options: Unpack[Options],
+) -> AsyncGenerator[Connection, None]:
+    """Connect a UDP socket to ``host``:``port`` (resolved once) and talk to that
+    one peer. The socket only takes datagrams from the peer, and the kernel's
+    ICMP errors for it are raised by ``receive()`` as :class:`UnreachableError`.
+    ``local_address`` binds the local end first. Leaving the block closes it.
+    """
+    chosen = make_config(config, options)
+    endpoint = _Endpoint(await client_socket(host, port, local_address, chosen), chosen)
+    connection = endpoint._connections[endpoint._remote]  # type: ignore[index]
+    connection._claim()
+    async with _running(endpoint):
+        yield connection
+
+
+@asynccontextmanager
+async def from_socket(
+    sock: stdlib_socket.socket | trio.socket.SocketType,
+    *,
+    config: Config | None = None,
+    **options: Unpack[Options],
+) -> AsyncGenerator[UDPServer, None]:
+    """Serve on a UDP socket that is already bound (Twisted's
+    ``adoptDatagramPort``; a socket inherited from systemd). trioudp takes it over
+    and closes it when the block ends; pass ``sock.dup()`` to keep your own."""
+    chosen = make_config(config, options)
+    server = UDPServer(adopt_socket(sock), chosen)
+    async with _running(server):
+        yield server

@@ -1,0 +1,192 @@
+"""Making, adopting and addressing UDP sockets."""
+
+from __future__ import annotations
+
+import errno
+import socket as stdlib_socket
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._message import Address
+
+_UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+    }
+)
+
+
+def is_unreachable(exc: OSError) -> bool:
+    """An error the kernel reports after an ICMP error came back: not the
+    socket's fault, and no reason to stop using it."""
+    return exc.errno in _UNREACHABLE_ERRNOS
+
+
+def check_port(port: object) -> int:
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise ValueError(
+            f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}"
+        )
+    return port
+
+
+def _configure(sock: stdlib_socket.socket, config: Config) -> None:
+    if config.receive_buffer_size is not None:
+        sock.setsockopt(
+            stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, config.receive_buffer_size
+        )
+    if config.send_buffer_size is not None:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, config.send_buffer_size)
+    sock.setblocking(False)
+
+
+async def _resolve(host: str, port: int, *, family: int = 0, flags: int = 0) -> tuple[int, Any]:
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, family, stdlib_socket.SOCK_DGRAM, 0, flags
+        )
+    except stdlib_socket.gaierror as exc:
+        raise OSError(exc.errno, f"cannot resolve {host!r}: {exc.strerror}") from exc
+    family, _type, _proto, _name, sockaddr = infos[0]
+    return int(family), sockaddr
+
+
+async def server_socket(host: str | None, port: int, config: Config) -> stdlib_socket.socket:
+    """A UDP socket bound to ``host``:``port``. No host (None or "") means every
+    interface: dual-stack IPv6 where the system allows it, IPv4 otherwise."""
+    check_port(port)
+    family: int
+    sockaddr: Any
+    if host is None or host == "":
+        try:
+            sock = stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+        except OSError:
+            family, sockaddr = stdlib_socket.AF_INET, ("0.0.0.0", port)
+        else:
+            try:
+                sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
+            except OSError:
+                sock.close()
+                family, sockaddr = stdlib_socket.AF_INET, ("0.0.0.0", port)
+            else:
+                return _bind(sock, ("::", port), config)
+    else:
+        family, sockaddr = await _resolve(host, port, flags=stdlib_socket.AI_PASSIVE)
+    return _bind(stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM), sockaddr, config)
+
+
+def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_socket.socket:
+    try:
+        _configure(sock, config)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                exc.errno,
+                f"cannot bind UDP {sockaddr[0]} port {sockaddr[1]}: it is already in use; "
+                f"stop the other program or pass port 0 to pick a free port",
+            ) from exc
+        raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def client_socket(
+    host: str, port: int, local_address: tuple[str, int] | None, config: Config
+) -> stdlib_socket.socket:
+    """A UDP socket connected to ``host``:``port`` (resolved once, first address)."""
+    check_port(port)
+    family, sockaddr = await _resolve(host, port)
+    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    try:
+        _configure(sock, config)
+        if local_address is not None:
+            sock.bind(local_address)
+        sock.connect(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def adopt_socket(sock: stdlib_socket.socket | trio.socket.SocketType) -> stdlib_socket.socket:
+    """Check that ``sock`` is a bound UDP socket and take it over (a trio socket
+    is detached: its descriptor is ours from now on)."""
+    if not isinstance(sock, (stdlib_socket.socket, trio.socket.SocketType)):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(
+            f"from_socket() takes a socket.socket or trio socket, got {type(sock).__name__}"
+        )
+    if sock.type != stdlib_socket.SOCK_DGRAM:
+        raise ValueError(f"from_socket() needs a UDP socket (SOCK_DGRAM), got {sock.type!r}")
+    if sock.family not in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
+        raise ValueError(f"from_socket() needs an AF_INET or AF_INET6 socket, got {sock.family!r}")
+    if sock.getsockname()[1] == 0:
+        raise ValueError("from_socket() needs a bound socket: call sock.bind((host, port)) first")
+    if isinstance(sock, trio.socket.SocketType):
+        family, kind, proto = sock.family, sock.type, sock.proto
+        sock = stdlib_socket.socket(family, kind, proto, fileno=sock.detach())
+    sock.setblocking(False)
+    return sock
+
+
+def peer_name(sock: stdlib_socket.socket) -> Address | None:
+    try:
+        return sock.getpeername()  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+class AddressBook:
+    """Turns the addresses users pass to ``send()`` into the exact form the
+    socket reports (so they find the same peer): IPv4 literals on a dual-stack
+    socket become ``::ffff:a.b.c.d``, IPv6 ones get flowinfo and scope id, names
+    are resolved once and remembered."""
+
+    LIMIT = 4096
+
+    def __init__(self, family: int) -> None:
+        self._family = family
+        self._known: dict[object, Address] = {}
+
+    async def lookup(self, address: object) -> Address:
+        known = self._known.get(address)
+        if known is not None:
+            return known
+        parts = cast("tuple[object, ...]", address) if isinstance(address, tuple) else None
+        if parts is None or len(parts) not in (2, 4):
+            raise TypeError(f"an address is a (host, port) tuple, got {address!r}")
+        host, port = parts[0], check_port(parts[1])
+        if not isinstance(host, str):
+            raise TypeError(f"an address's host must be a str, got {host!r}")
+        family = self._family
+        flags = stdlib_socket.AI_V4MAPPED if family == stdlib_socket.AF_INET6 else 0
+        sockaddr: Any
+        try:
+            infos = stdlib_socket.getaddrinfo(
+                host,
+                port,
+                family,
+                stdlib_socket.SOCK_DGRAM,
+                0,
+                flags | stdlib_socket.AI_NUMERICHOST,
+            )
+            sockaddr = infos[0][4]
+        except stdlib_socket.gaierror:
+            _family, sockaddr = await _resolve(host, port, family=family, flags=flags)
+        if family == stdlib_socket.AF_INET6 and len(parts) == 4:
+            sockaddr = (sockaddr[0], sockaddr[1], parts[2], parts[3] or sockaddr[3])
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[address] = sockaddr
+        return sockaddr  # type: ignore[no-any-return]
