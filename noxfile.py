@@ -1,0 +1,109 @@
+"""Test matrix and checks: ``nox`` runs the default sessions, as CI does.
+
+One shared test function serves the whole matrix (as in urllib3's noxfile);
+the package is installed into each session's virtualenv, and the tests import
+it from there, never from the source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+#: The oldest trio we support (pyproject's floor) is tested too.
+OLDEST_TRIO = "0.25.0"
+TEST_REQUIREMENTS = ["pytest>=8.0", "pytest-trio>=0.8.0", "hypothesis>=6.100"]
+
+# uv must use the Pythons installed here, never download one.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+
+def _use_every_pyenv_python() -> None:
+    """pyenv's shims run only the versions it is told to (its shim sets
+    PYENV_VERSION to the one that runs nox): on a machine whose Pythons come
+    from pyenv, offer all of ours, the current one first, so that python3.10
+    ... python3.13 each find theirs."""
+    if shutil.which("pyenv") is None:
+        return
+
+    def pyenv(*arguments: str) -> list[str]:
+        result = subprocess.run(["pyenv", *arguments], capture_output=True, text=True, check=False)
+        return result.stdout.split()
+
+    installed = pyenv("versions", "--bare")
+    current = os.environ.get("PYENV_VERSION")
+    chosen = current.split(":") if current else pyenv("version-name")[:1]
+    for wanted in PYTHONS:
+        matches = [
+            v for v in installed if v.startswith(wanted + ".") and v[len(wanted) + 1 :].isdigit()
+        ]
+        if matches:
+            chosen.append(max(matches, key=lambda v: int(v.rsplit(".", 1)[1])))
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(chosen))
+
+
+_use_every_pyenv_python()
+
+
+def run_tests(session: nox.Session, *pins: str) -> None:
+    session.install(".", *TEST_REQUIREMENTS)
+    if pins:
+        session.install(*pins)
+    session.run("python", "-c", "import trio; print('trio', trio.__version__)")
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        *session.posargs,
+        env={"TRIOUDP_EXPECT_INSTALLED": "1"},
+    )
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite on every supported Python with the newest trio."""
+    run_tests(session)
+
+
+@nox.session(python=PYTHONS[0])
+def tests_oldest_trio(session: nox.Session) -> None:
+    """The test suite with the oldest trio trioudp supports."""
+    run_tests(session, f"trio=={OLDEST_TRIO}")
+
+
+@nox.session(python=PYTHONS[1])
+def lint(session: nox.Session) -> None:
+    """ruff: lint rules and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHONS[1])
+def typing(session: nox.Session) -> None:
+    """mypy strict and pyright strict over the package, tests and examples."""
+    session.install(
+        ".",
+        *TEST_REQUIREMENTS,
+        "mypy>=1.10",
+        "pyright[nodejs]>=1.1.380",
+        "nox",
+        # mypy checks as Python 3.10, which imports this backport
+        "exceptiongroup",
+    )
+    session.run("mypy")
+    session.run("pyright")
+
+
+@nox.session(python=PYTHONS[1])
+def demo(session: nox.Session) -> None:
+    """The live demo of the README."""
+    session.install(".")
+    session.run("python", "-m", "trioudp", "demo", *session.posargs)
