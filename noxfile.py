@@ -103,6 +103,14 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[1])
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not run by default): each prints a table of ratios measured
+    in one run, since these machines are shared and noisy."""
+    session.install(".")
+    session.run("python", "bench/receive_capacity.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[1])
 def demo(session: nox.Session) -> None:
     """The live demo of the README."""
     session.install(".")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from trioudp import Config, Message
 from trioudp._engine import Engine, Peer, PeerClosed, PeerOpened
 from trioudp._frame import encode_message
-from trioudp._statistics import OUTCOMES, PeerStatistics
+from trioudp._statistics import COUNTERS, OUTCOMES, PeerStatistics
 
 A = ("127.0.0.1", 4000)
 B = ("127.0.0.1", 4001)
@@ -305,10 +306,13 @@ def test_raw_mode_passes_any_bytes() -> None:
         e.encode(peer, b"z" * 1201, 0.0)
 
 
-def test_encode_rejects_oversized_messages() -> None:
+def test_encode_rejects_oversized_and_non_bytes_payloads() -> None:
     e = engine(max_message_size=100, peer_buffer_bytes=100)
     with pytest.raises(ValueError, match="max_message_size=100"):
         e.encode(e.peer_for(A, 0.0), b"z" * 101, 0.0)
+    with pytest.raises(TypeError, match=r"must be bytes-like .* got str; encode text first"):
+        e.encode(e.peer_for(A, 0.0), "text", 0.0)  # type: ignore[arg-type]
+    assert e.peers[A].counters.messages_sent == 0
 
 
 def test_each_peer_gets_its_own_send_session_and_sequence() -> None:
@@ -391,3 +395,9 @@ def test_mixed_garbage_and_frames_keep_the_accounting_identity(datagrams: list[b
     stats = e.statistics()
     assert stats.datagrams_pending == 0
     assert_accounted(stats)
+
+
+def test_statistics_fields_are_the_counters_and_pending() -> None:
+    names = [field.name for field in attrs.fields(PeerStatistics)]
+    assert names == [*COUNTERS[:11], "datagrams_pending", *COUNTERS[11:]]
+    assert set(OUTCOMES) < set(COUNTERS)

@@ -24,6 +24,7 @@ backpressure), so it never raises EAGAIN at the caller.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -382,7 +383,7 @@ class _Endpoint(_Receiving):
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     def _send_error(self, exc: OSError, size: int, address: Address) -> Exception:
-        if exc.errno == 90:  # EMSGSIZE
+        if exc.errno == errno.EMSGSIZE:
             return OSError(
                 exc.errno,
                 f"a {size}-byte datagram is too large to send to {address[0]}: lower "
@@ -413,7 +414,14 @@ class _Endpoint(_Receiving):
 class UDPServer(_Endpoint):
     """A UDP socket that talks to any number of peers. Made by
     :func:`open_udp_server` or :func:`from_socket`; iterate it for the messages of
-    every peer, or :meth:`serve` each peer in its own task."""
+    every peer, or :meth:`serve` each peer in its own task.
+
+    A message goes to its peer's Connection once something receives from that
+    connection (``serve()`` hands it to a handler, or you call its
+    ``receive()`` or iterate it), and to the server's own channel otherwise. So
+    with ``serve()`` running, iterating the server yields nothing; messages
+    already in the server's channel stay there.
+    """
 
     def __init__(self, sock: stdlib_socket.socket, config: Config) -> None:
         super().__init__(sock, config)

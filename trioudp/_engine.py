@@ -435,14 +435,9 @@ class Engine:
         peer.closed = True
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
-        self._retired_add(peer)
+        self._retired.add(peer.counters, _SUMMED)
         self.peers_closed += 1
         self._events.append(PeerClosed(peer, reason))
-
-    def _retired_add(self, peer: Peer) -> None:
-        retired, counters = self._retired, peer.counters
-        for name in _SUMMED:
-            setattr(retired, name, getattr(retired, name) + getattr(counters, name))
 
     def close_peer(self, peer: Peer) -> None:
         """The application is done with ``peer`` (its handler returned): forget
@@ -468,7 +463,13 @@ class Engine:
         """The datagrams that carry ``payload`` to ``peer``; raises ValueError if it
         is larger than the configured limits allow."""
         config = self.config
-        size = memoryview(payload).nbytes
+        try:
+            size = memoryview(payload).nbytes
+        except TypeError:
+            raise TypeError(
+                f"a payload must be bytes-like (bytes, bytearray, memoryview), got "
+                f"{type(payload).__name__}; encode text first, e.g. text.encode()"
+            ) from None
         if self.framing:
             if size > config.max_message_size:
                 raise ValueError(
@@ -591,9 +592,7 @@ class Engine:
         total.add(self._retired)
         pending = 0
         for peer in self.peers.values():
-            counters = peer.counters
-            for name in _SUMMED:
-                setattr(total, name, getattr(total, name) + getattr(counters, name))
+            total.add(peer.counters, _SUMMED)
             pending += peer.pending_datagrams
         return endpoint_statistics(
             total,

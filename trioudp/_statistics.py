@@ -27,59 +27,44 @@ OUTCOMES = (
     "datagrams_overflow_dropped",
 )
 
-#: Counters kept per peer (and summed for an endpoint).
-COUNTERS = (
-    "datagrams_received",
-    "bytes_received",
-    *OUTCOMES,
-    "messages_delivered",
-    "messages_lost",
-    "messages_overflow_dropped",
-    "datagrams_sent",
-    "bytes_sent",
-    "messages_sent",
-    "unreachable_errors",
-    "session_changes",
-)
 
-
+@attrs.define(slots=True)
 class Counters:
     """The mutable counters the engine increments; one per peer, plus one for
-    datagrams that no peer owns (garbage from unknown addresses)."""
+    datagrams that no peer owns (garbage from unknown addresses). Their meaning
+    is documented on :class:`PeerStatistics`, which has the same fields."""
 
-    __slots__ = COUNTERS
+    datagrams_received: int = 0
+    bytes_received: int = 0
+    datagrams_delivered: int = 0
+    datagrams_duplicate: int = 0
+    datagrams_late: int = 0
+    datagrams_crc_error: int = 0
+    datagrams_malformed: int = 0
+    datagrams_stale_session: int = 0
+    datagrams_reassembly_expired: int = 0
+    datagrams_over_limit: int = 0
+    datagrams_overflow_dropped: int = 0
+    messages_delivered: int = 0
+    messages_lost: int = 0
+    messages_overflow_dropped: int = 0
+    datagrams_sent: int = 0
+    bytes_sent: int = 0
+    messages_sent: int = 0
+    unreachable_errors: int = 0
+    session_changes: int = 0
 
-    def __init__(self) -> None:
-        for name in COUNTERS:
-            setattr(self, name, 0)
-
-    def add(self, other: Counters) -> None:
-        for name in COUNTERS:
+    def add(self, other: Counters, names: tuple[str, ...] | None = None) -> None:
+        """Add ``other``'s counters (only ``names``, if given) to these."""
+        for name in COUNTERS if names is None else names:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def values(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNTERS}
+        return attrs.asdict(self)
 
-    # Declared for type checkers; __slots__ above holds them.
-    datagrams_received: int
-    bytes_received: int
-    datagrams_delivered: int
-    datagrams_duplicate: int
-    datagrams_late: int
-    datagrams_crc_error: int
-    datagrams_malformed: int
-    datagrams_stale_session: int
-    datagrams_reassembly_expired: int
-    datagrams_over_limit: int
-    datagrams_overflow_dropped: int
-    messages_delivered: int
-    messages_lost: int
-    messages_overflow_dropped: int
-    datagrams_sent: int
-    bytes_sent: int
-    messages_sent: int
-    unreachable_errors: int
-    session_changes: int
+
+#: Every counter's name.
+COUNTERS = tuple(field.name for field in attrs.fields(Counters))
 
 
 @attrs.frozen(kw_only=True)
