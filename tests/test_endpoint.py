@@ -13,6 +13,7 @@ import trio.testing
 
 import trioudp
 from trioudp._frame import encode_message
+from trioudp._sockets import AddressBook
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -431,3 +432,48 @@ async def test_bad_arguments_fail_clearly() -> None:
             await server.send("127.0.0.1:9", b"x")
         with pytest.raises(ValueError, match="max_messages"):
             await server.receive_batch(0)
+
+
+async def test_link_local_scope_ids_are_kept() -> None:
+    book = AddressBook(socket.AF_INET6)
+    scope = socket.if_nametoindex("lo")
+    # The socket module reports a link-local peer as (host, port, flowinfo, scope
+    # id) with the scope in the tuple, not the host; a "%lo" suffix becomes that.
+    assert await book.lookup(("fe80::1%lo", 5)) == ("fe80::1", 5, 0, scope)
+    assert await book.lookup(("fe80::1", 5, 0, scope)) == ("fe80::1", 5, 0, scope)
+    assert await book.lookup(("127.0.0.1", 5)) == ("::ffff:127.0.0.1", 5, 0, 0)
+
+
+async def test_a_stalled_consumer_does_not_stall_other_peers() -> None:
+    stalled = trio.Event()
+
+    async def handler(connection: trioudp.Connection) -> None:
+        first = await connection.receive()
+        if first.payload == b"slow":
+            stalled.set()
+            await trio.sleep_forever()  # never reads again
+        await first.reply(first.payload)
+        async for message in connection:
+            await message.reply(message.payload)
+
+    async with (
+        trioudp.open_udp_server(LOCAL, 0, channel_capacity=4) as server,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(server.serve, handler)
+        target = server.local_address[:2]
+        async with (
+            trioudp.open_udp_connection(*target) as slow,
+            trioudp.open_udp_connection(*target) as fast,
+        ):
+            await slow.send(b"slow")
+            await stalled.wait()
+            for i in range(50):
+                await slow.send(b"flood %d" % i)
+                await fast.send(b"%d" % i)
+                with trio.fail_after(5):
+                    assert (await fast.receive()).payload == b"%d" % i
+            slow_stats = server.connections[slow.local_address].statistics()
+            assert slow_stats.messages_overflow_dropped == 50 - 4
+            assert server.connections[fast.local_address].statistics().messages_delivered == 50
+        nursery.cancel_scope.cancel()
