@@ -477,3 +477,25 @@ async def test_a_stalled_consumer_does_not_stall_other_peers() -> None:
             assert slow_stats.messages_overflow_dropped == 50 - 4
             assert server.connections[fast.local_address].statistics().messages_delivered == 50
         nursery.cancel_scope.cancel()
+
+
+async def test_unreachable_error_keeps_its_place_among_messages() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCAL, 0))
+    async with trioudp.open_udp_connection(*sock.getsockname()) as conn:
+        async with trioudp.from_socket(sock) as server:
+            await conn.send(b"hello")
+            with trio.fail_after(5):
+                await (await server.receive()).reply(b"one")
+            await trio.testing.wait_all_tasks_blocked()
+        # The server is gone: this datagram comes back as an ICMP error.
+        await conn.send(b"anyone?")
+        await trio.testing.wait_all_tasks_blocked()
+        assert [m.payload for m in await conn.receive_batch()] == [b"one"]
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await conn.receive()  # cancelled before it takes anything
+        with trio.fail_after(5), pytest.raises(trioudp.UnreachableError):
+            await conn.receive()
+        with pytest.raises(trio.WouldBlock):
+            conn.receive_nowait()

@@ -128,9 +128,11 @@ class _Inbox:
 
     async def receive(self) -> Message:
         if self._deferred is not None:
-            error, self._deferred = self._deferred, None
+            # Checkpoint before taking the error, so a cancellation cannot lose it.
             await trio.lowlevel.checkpoint()
-            raise error
+            error, self._deferred = self._deferred, None
+            if error is not None:
+                raise error
         return self._take(await self._receive.receive())
 
     def receive_nowait(self) -> Message:
