@@ -126,18 +126,23 @@ class _Inbox:
         self._error_queued = False
         raise item.error  # type: ignore[union-attr]
 
+    def _pop_deferred(self) -> UnreachableError | None:
+        error, self._deferred = self._deferred, None
+        return error
+
     async def receive(self) -> Message:
         if self._deferred is not None:
-            # Checkpoint before taking the error, so a cancellation cannot lose it.
+            # Checkpoint before taking the error, so a cancellation cannot lose it
+            # (and another receiver may have taken it meanwhile).
             await trio.lowlevel.checkpoint()
-            error, self._deferred = self._deferred, None
+            error = self._pop_deferred()
             if error is not None:
                 raise error
         return self._take(await self._receive.receive())
 
     def receive_nowait(self) -> Message:
-        if self._deferred is not None:
-            error, self._deferred = self._deferred, None
+        error = self._pop_deferred()
+        if error is not None:
             raise error
         return self._take(self._receive.receive_nowait())
 
