@@ -76,7 +76,7 @@ def test_duplicates_and_late_messages_are_dropped_and_counted() -> None:
     assert feed(e, m[2], now=0.1) == []  # a duplicate of a waiting message
     e.handle_timer(0.6)  # gives up message 1
     assert [x.payload for x in take(e)[0]] == [b"2"]
-    assert feed(e, m[1] + m[3] + m[0], now=0.7) == [Message(b"3", A, 3, None, 1)]
+    assert feed(e, m[1] + m[3] + m[0], now=0.7) == [Message(b"3", A, 3, "", None, 1)]
     stats = e.statistics()
     assert (stats.datagrams_duplicate, stats.datagrams_late, stats.messages_lost) == (3, 1, 1)
     assert_accounted(stats)
@@ -399,5 +399,142 @@ def test_mixed_garbage_and_frames_keep_the_accounting_identity(datagrams: list[b
 
 def test_statistics_fields_are_the_counters_and_pending() -> None:
     names = [field.name for field in attrs.fields(PeerStatistics)]
-    assert names == [*COUNTERS[:11], "datagrams_pending", *COUNTERS[11:]]
+    assert names == [*COUNTERS[:13], "datagrams_pending", *COUNTERS[13:]]
     assert set(OUTCOMES) < set(COUNTERS)
+
+
+def test_the_engine_copies_what_it_keeps_from_a_reused_buffer() -> None:
+    e = engine()
+    buffer = bytearray(2000)
+    view = memoryview(buffer)
+    (small,) = stream([b"first"])
+    (fragments,) = stream([b"F" * 500], first=1, size=256)
+    for datagram in small + fragments:
+        buffer[: len(datagram)] = datagram
+        e.receive_datagram(view[: len(datagram)], A, 0.0)
+        buffer[:] = bytes(len(buffer))
+    assert [m.payload for m in take(e)[0]] == [b"first", b"F" * 500]
+
+
+def topical(
+    pairs: list[tuple[str, bytes]], session: int = 77, size: int = 200
+) -> list[list[bytes]]:
+    return [encode_message(session, i, p, size, topic=t.encode()) for i, (t, p) in enumerate(pairs)]
+
+
+def test_topics_filter_without_leaving_gaps() -> None:
+    e = engine(reorder_timeout=5.0)
+    e.subscribe(frozenset({"temp", ""}))
+    m = topical(
+        [
+            ("temp", b"21C"),
+            ("humidity", b"40%"),
+            ("humidity", b"H" * 600),
+            ("", b"plain"),
+            ("temp", b"22C"),
+        ]
+    )
+    delivered = feed(e, [d for x in m for d in x])
+    # Nothing waits for the filtered messages: no reorder timeout is needed.
+    assert [(x.topic, x.payload) for x in delivered] == [
+        ("temp", b"21C"),
+        ("", b"plain"),
+        ("temp", b"22C"),
+    ]
+    stats = e.statistics()
+    assert stats.datagrams_filtered == 1 + len(m[2])
+    assert stats.messages_lost == 0
+    assert stats.datagrams_pending == 0
+    assert_accounted(stats)
+    # A duplicate of a filtered message is filtered (and counted) again.
+    assert feed(e, m[1]) == []
+    assert e.statistics().datagrams_filtered == 2 + len(m[2])
+
+
+def test_filtered_message_ahead_of_a_gap_is_remembered() -> None:
+    e = engine()
+    e.subscribe(frozenset({"a"}))
+    m = topical([("a", b"0"), ("a", b"1"), ("b", b"2"), ("a", b"3")])
+    assert [x.payload for x in feed(e, m[0] + m[2] + m[3])] == [b"0"]
+    assert [x.payload for x in feed(e, m[1])] == [b"1", b"3"]
+
+
+def test_subscribing_to_everything_again() -> None:
+    e = engine()
+    e.subscribe(frozenset({"a"}))
+    e.subscribe(None)
+    assert [x.topic for x in feed(e, topical([("z", b"1")])[0])] == ["z"]
+
+
+def test_fragments_with_different_topics_are_malformed() -> None:
+    e = engine()
+    a = encode_message(5, 0, b"x" * 500, 200, topic=b"a")
+    b = encode_message(5, 0, b"x" * 500, 200, topic=b"b")
+    assert feed(e, a[:1] + b[1:2]) == []
+    assert e.statistics().datagrams_malformed == 1
+
+
+def test_group_and_unicast_streams_from_one_address_do_not_interfere() -> None:
+    e = engine()
+    unicast = stream([b"u0", b"u1", b"u2"], session=1)
+    group_a = [encode_message(2, i, b"a%d" % i, 200, group=True) for i in range(3)]
+    group_b = [encode_message(3, i, b"b%d" % i, 200, group=True) for i in range(3)]
+    order = [
+        unicast[0],
+        group_a[0],
+        group_b[0],
+        unicast[1],
+        group_a[1],
+        group_b[1],
+        unicast[2],
+        group_a[2],
+        group_b[2],
+    ]
+    delivered = feed(e, [d for x in order for d in x])
+    assert [x.payload for x in delivered] == [
+        b"u0",
+        b"a0",
+        b"b0",
+        b"u1",
+        b"a1",
+        b"b1",
+        b"u2",
+        b"a2",
+        b"b2",
+    ]
+    stats = e.statistics()
+    assert (stats.peers_opened, stats.session_changes, stats.datagrams_stale_session) == (1, 0, 0)
+
+
+def test_too_many_group_streams_evict_the_least_recent() -> None:
+    e = engine()
+    for session in range(1, 7):
+        feed(e, encode_message(session, 0, b"x", 200, group=True))
+    assert len(e.peers[A].groups) == 4
+    assert set(e.peers[A].groups) == {3, 4, 5, 6}
+
+
+def test_own_group_datagrams_are_recognised() -> None:
+    e = engine()
+    group_peer = e.peer_for(("239.1.2.3", 5000), 0.0)
+    sent = e.encode(group_peer, b"to the group", 0.0, group=True)
+    assert feed(e, sent, address=B) == []  # looped back to us
+    other = encode_message(99, 0, b"from someone else", 1200, group=True)
+    assert [x.payload for x in feed(e, other, address=B)] == [b"from someone else"]
+    stats = e.statistics()
+    assert stats.datagrams_own == 1
+    assert_accounted(stats)
+
+
+def test_topic_checks() -> None:
+    e = engine()
+    peer = e.peer_for(A, 0.0)
+    with pytest.raises(ValueError, match="at most 255 bytes"):
+        e.encode(peer, b"x", 0.0, topic="t" * 256)
+    with pytest.raises(TypeError, match="a topic is a str"):
+        e.subscribe(frozenset({b"bytes"}))  # type: ignore[arg-type]
+    raw = engine(framing=False)
+    with pytest.raises(ValueError, match="raw mode"):
+        raw.subscribe(frozenset({"a"}))
+    with pytest.raises(ValueError, match="raw mode"):
+        raw.encode(raw.peer_for(A, 0.0), b"x", 0.0, topic="a")

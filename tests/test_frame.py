@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 from crc32c import crc32c
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from trioudp._frame import (
     FLAG_FRAGMENT,
+    FLAG_TOPIC,
     FRAGMENT_OVERHEAD,
     MAGIC,
     OVERHEAD,
@@ -56,23 +57,35 @@ def test_crc32c_matches_reference(data: bytes) -> None:
     sequence=st.integers(0, 2**32 - 1),
     payload=st.binary(max_size=5000),
     size=st.integers(64, 1500),
+    topic=st.text(max_size=20).map(str.encode),
+    group=st.booleans(),
 )
-@example(session=0, sequence=0, payload=b"", size=64)
-@example(session=1, sequence=1, payload=b"x" * (1200 - OVERHEAD), size=1200)
-@example(session=1, sequence=1, payload=b"x" * (1200 - OVERHEAD + 1), size=1200)
-def test_round_trip(session: int, sequence: int, payload: bytes, size: int) -> None:
-    datagrams = encode_message(session, sequence, payload, size)
+@example(session=0, sequence=0, payload=b"", size=64, topic=b"", group=False)
+@example(session=1, sequence=1, payload=b"x" * (1200 - OVERHEAD), size=1200, topic=b"", group=False)
+@example(
+    session=1, sequence=1, payload=b"x" * (1200 - OVERHEAD + 1), size=1200, topic=b"", group=True
+)
+@example(session=1, sequence=1, payload=b"x" * 1000, size=64, topic=b"t" * 30, group=True)
+def test_round_trip(
+    session: int, sequence: int, payload: bytes, size: int, topic: bytes, group: bool
+) -> None:
+    assume(len(topic) + 1 + FRAGMENT_OVERHEAD < size)
+    datagrams = encode_message(session, sequence, payload, size, topic=topic, group=group)
     assert all(len(d) <= size for d in datagrams)
     frames = [decode_frame_untrusted(d) for d in datagrams]
-    assert {(f.session, f.sequence) for f in frames} == {(session, sequence)}
+    assert {(f.session, f.sequence, f.topic, f.group) for f in frames} == {
+        (session, sequence, topic, group)
+    }
+    overhead = OVERHEAD + (1 + len(topic) if topic else 0)
     assert [f.fragment_index for f in frames] == list(range(len(frames)))
     assert {(f.fragment_count, f.message_length) for f in frames} == {(len(frames), len(payload))}
     assert b"".join(f.payload for f in frames) == payload
-    if len(payload) + OVERHEAD <= size:
+    if len(payload) + overhead <= size:
         assert len(datagrams) == 1
-        assert len(datagrams[0]) == len(payload) + OVERHEAD
+        assert len(datagrams[0]) == len(payload) + overhead
     else:
-        assert len(datagrams) == -(-len(payload) // (size - FRAGMENT_OVERHEAD))
+        chunk = size - FRAGMENT_OVERHEAD - (overhead - OVERHEAD)
+        assert len(datagrams) == -(-len(payload) // chunk)
 
 
 @given(st.binary(max_size=200))
@@ -91,6 +104,8 @@ def test_sealed_garbage_raises_only_bad_frame(body: bytes, flags: int, session: 
         crc_error = exc.crc
     else:
         assert frame.fragment_index < frame.fragment_count <= max(frame.message_length, 1)
+        assert len(frame.payload) <= frame.message_length
+        frame.topic.decode()
     assert not crc_error
 
 
@@ -133,8 +148,16 @@ def fragment(length: int, index: int, count: int, payload: bytes) -> bytes:
     [
         (seal(header(version=2) + b"x"), "version"),
         (seal(header(version=0) + b"x"), "version"),
-        (seal(header(flags=0x02) + b"x"), "flag"),
+        (seal(header(flags=0x08) + b"x"), "flag"),
         (seal(header(flags=0x80) + b"x"), "flag"),
+        (seal(header(flags=FLAG_TOPIC)), "topic length missing"),
+        (seal(header(flags=FLAG_TOPIC) + b"\x00abc"), "topic length missing, zero"),
+        (seal(header(flags=FLAG_TOPIC) + b"\x05abc"), "past the end"),
+        (seal(header(flags=FLAG_TOPIC) + b"\x02\xff\xfe"), "not UTF-8"),
+        (
+            seal(header(FLAG_FRAGMENT | FLAG_TOPIC) + struct.pack("!IHH", 3, 0, 2) + b"\x01t"),
+            "fragment of 0",
+        ),
         (seal(header(FLAG_FRAGMENT) + b"\x00\x00"), "too short"),
         (fragment(10, 2, 2, b"abcde"), "index"),
         (fragment(10, 0, 0, b"abcde"), "index"),
@@ -154,11 +177,12 @@ def test_malformed_frames(frame: bytes, reason: str) -> None:
         decode_frame_untrusted(frame)
 
 
-def test_memoryview_input_is_copied_out() -> None:
+def test_payload_is_a_view_not_a_copy() -> None:
     buffer = bytearray(encode_message(1, 2, b"stable", 1200)[0])
     frame = decode_frame_untrusted(memoryview(buffer))
-    buffer[:] = bytes(len(buffer))
-    assert frame.payload == b"stable"
+    assert bytes(frame.payload) == b"stable"
+    buffer[16:22] = b"change"
+    assert bytes(frame.payload) == b"change"  # the engine copies what it keeps
 
 
 @pytest.mark.parametrize(

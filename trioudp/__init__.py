@@ -14,6 +14,7 @@ from ._endpoint import open_udp_server as open_udp_server
 from ._errors import UnreachableError as UnreachableError
 from ._message import Address as Address
 from ._message import Message as Message
+from ._multicast import Priority as Priority
 from ._statistics import EndpointStatistics as EndpointStatistics
 from ._statistics import PeerStatistics as PeerStatistics
 from ._version import __version__ as __version__
@@ -26,6 +27,7 @@ __all__ = [
     "Message",
     "Options",
     "PeerStatistics",
+    "Priority",
     "UDPServer",
     "UnreachableError",
     "__version__",

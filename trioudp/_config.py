@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -49,6 +50,13 @@ def _seconds(low: float, high: float, *, optional: bool = False) -> Callable[[An
             )
 
     return check
+
+
+def _dscp(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 63:
+        raise ValueError(
+            f"{attribute.name} must be a trioudp.Priority or a DSCP from 0 to 63, got {value!r}"
+        )
 
 
 def _boolean(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -146,6 +154,10 @@ class Config:
     )
     """SO_SNDBUF to ask the kernel for (Linux caps it at net.core.wmem_max)."""
 
+    priority: int = attrs.field(default=0, validator=_dscp)
+    """The DSCP every datagram is marked with (a :class:`Priority` or 0 to 63):
+    how networks that honour it should queue this endpoint's traffic."""
+
     def __attrs_post_init__(self) -> None:
         if self.framing:
             chunk = self.max_datagram_size - FRAGMENT_OVERHEAD
@@ -168,7 +180,10 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as plain values (ints, floats, bools, strings, None)."""
-        return attrs.asdict(self)
+        return {
+            name: int(value) if isinstance(value, enum.IntEnum) else value
+            for name, value in attrs.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> Self:
@@ -211,6 +226,7 @@ class Options(TypedDict, total=False):
     idle_timeout: float | None
     receive_buffer_size: int | None
     send_buffer_size: int | None
+    priority: int
 
 
 def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from ._config import Config, make_config
-from ._engine import Engine, Peer, PeerClosed, PeerOpened
+from ._engine import Engine, Peer, PeerClosed, PeerOpened, encode_topic
 from ._errors import UnreachableError
 from ._message import Message
+from ._multicast import check_priority, priority_cmsg
 from ._sockets import (
     AddressBook,
     adopt_socket,
@@ -51,7 +52,7 @@ if sys.version_info < (3, 11):
 
 if TYPE_CHECKING:
     import socket as stdlib_socket
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 
     from typing_extensions import Buffer, Self, TypeVarTuple, Unpack
 
@@ -214,7 +215,18 @@ class _Receiving:
 class _Endpoint(_Receiving):
     """One socket, its engine and its tasks."""
 
-    def __init__(self, sock: stdlib_socket.socket, config: Config) -> None:
+    def __init__(
+        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None = None
+    ) -> None:
+        try:
+            self._setup(sock, config, topics)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _setup(
+        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None
+    ) -> None:
         self._sock = sock
         #: The trio socket around ``sock``: closing it wakes any task waiting on it.
         self._trio_socket = trio.socket.from_stdlib_socket(sock)
@@ -230,6 +242,7 @@ class _Endpoint(_Receiving):
         self._serving: (
             tuple[trio.Nursery, Callable[..., Awaitable[object]], tuple[Any, ...]] | None
         ) = None
+        self.subscriptions = topics
         peer = self._engine.client_peer
         if peer is not None:
             connection = Connection(self, peer)
@@ -251,6 +264,34 @@ class _Endpoint(_Receiving):
     def config(self) -> Config:
         """The options this endpoint runs with."""
         return self._config
+
+    # -- topics -------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> frozenset[str] | None:
+        """The topics whose messages are delivered ("" stands for messages with
+        no topic), or None for every message. Others are dropped before their
+        payload is even copied, and counted as ``datagrams_filtered``."""
+        topics = self._engine.topics
+        return None if topics is None else frozenset(topic.decode() for topic in topics)
+
+    @subscriptions.setter
+    def subscriptions(self, topics: Iterable[str] | None) -> None:
+        self._engine.subscribe(None if topics is None else frozenset(_topics(topics)))
+
+    def subscribe(self, *topics: str) -> None:
+        """Deliver messages of these topics too (the first call narrows delivery
+        from every message to just these)."""
+        self.subscriptions = (self.subscriptions or frozenset()) | frozenset(_topics(topics))
+
+    def unsubscribe(self, *topics: str) -> None:
+        """Stop delivering messages of these topics."""
+        current = self.subscriptions
+        if current is None:
+            raise ValueError(
+                "this endpoint delivers every topic; subscribe() to the ones you want instead"
+            )
+        self.subscriptions = current - frozenset(_topics(topics))
 
     # -- tasks --------------------------------------------------------------------
 
@@ -359,18 +400,33 @@ class _Endpoint(_Receiving):
 
     # -- sending ------------------------------------------------------------------
 
-    async def _send_to(self, peer: Peer, payload: Buffer) -> None:
+    async def _send_to(
+        self,
+        peer: Peer,
+        payload: Buffer,
+        *,
+        topic: str = "",
+        priority: int | None = None,
+        group: bool = False,
+    ) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        marking: list[tuple[int, int, bytes]] = []
+        if priority is not None and check_priority(priority) != self._config.priority:
+            marking.append(priority_cmsg(self._sock.family, priority))
         await trio.lowlevel.checkpoint_if_cancelled()
-        datagrams = self._engine.encode(peer, payload, trio.current_time())
+        datagrams = self._engine.encode(
+            peer, payload, trio.current_time(), topic=topic, group=group
+        )
         sock = self._sock
         address = peer.address
         connected = address == self._remote
         for index, datagram in enumerate(datagrams, 1):
             while True:
                 try:
-                    if connected:
+                    if marking:
+                        sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
+                    elif connected:
                         sock.send(datagram)
                     else:
                         sock.sendto(datagram, address)
@@ -418,20 +474,13 @@ class _Endpoint(_Receiving):
         return self._engine.statistics()
 
 
-class UDPServer(_Endpoint):
-    """A UDP socket that talks to any number of peers. Made by
-    :func:`open_udp_server` or :func:`from_socket`; iterate it for the messages of
-    every peer, or :meth:`serve` each peer in its own task.
+class _Serving(_Endpoint):
+    """An endpoint for any number of peers, with a shared receive channel."""
 
-    A message goes to its peer's Connection once something receives from that
-    connection (``serve()`` hands it to a handler, or you call its
-    ``receive()`` or iterate it), and to the server's own channel otherwise. So
-    with ``serve()`` running, iterating the server yields nothing; messages
-    already in the server's channel stay there.
-    """
-
-    def __init__(self, sock: stdlib_socket.socket, config: Config) -> None:
-        super().__init__(sock, config)
+    def __init__(
+        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None = None
+    ) -> None:
+        super().__init__(sock, config, topics)
         self._shared = _Inbox(self._engine, config)
 
     def _inbox(self) -> _Inbox:
@@ -443,13 +492,16 @@ class UDPServer(_Endpoint):
         """The peers known right now, by address (a read-only live view)."""
         return MappingProxyType(self._connections)
 
-    async def send(self, address: Any, payload: Buffer) -> None:
+    async def send_to(
+        self, address: Any, payload: Buffer, *, topic: str = "", priority: int | None = None
+    ) -> None:
         """Send one message to ``address`` (a ``(host, port)`` tuple; a name is
-        resolved once and remembered). Waits only while the kernel's buffer is
-        full."""
+        resolved once and remembered), with an optional ``topic`` and
+        ``priority`` (a :class:`Priority` or DSCP for this message only). Waits
+        only while the kernel's buffer is full."""
         peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
         self._after_engine()
-        await self._send_to(peer, payload)
+        await self._send_to(peer, payload, topic=topic, priority=priority)
 
     async def serve(
         self,
@@ -485,6 +537,25 @@ class UDPServer(_Endpoint):
         except BaseExceptionGroup as group:
             raise_lone(group)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class UDPServer(_Serving):
+    """A UDP socket that talks to any number of peers. Made by
+    :func:`open_udp_server` or :func:`from_socket`; iterate it for the messages of
+    every peer, or :meth:`serve` each peer in its own task.
+
+    A message goes to its peer's Connection once something receives from that
+    connection (``serve()`` hands it to a handler, or you call its
+    ``receive()`` or iterate it), and to the server's own channel otherwise. So
+    with ``serve()`` running, iterating the server yields nothing; messages
+    already in the server's channel stay there.
+    """
+
+    async def send(
+        self, address: Any, payload: Buffer, *, topic: str = "", priority: int | None = None
+    ) -> None:
+        """Send one message to ``address``: the same as :meth:`send_to`."""
+        await self.send_to(address, payload, topic=topic, priority=priority)
 
 
 class Connection(_Receiving):
@@ -523,16 +594,18 @@ class Connection(_Receiving):
         """What happened with this peer (a snapshot)."""
         return self._peer.statistics()
 
-    async def send(self, payload: Buffer) -> None:
+    async def send(self, payload: Buffer, *, topic: str = "", priority: int | None = None) -> None:
         """Send one message to the peer: framed, and fragmented if it is larger
-        than one datagram. Waits only while the kernel's buffer is full."""
+        than one datagram, with an optional ``topic`` and ``priority`` (a
+        :class:`Priority` or DSCP for this message only). Waits only while the
+        kernel's buffer is full."""
         peer = self._peer
         if peer.closed:
             # This connection ended but the endpoint is open: talk to whichever
             # peer state the address has now, so one sequence space is used.
             peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
             self._endpoint._after_engine()
-        await self._endpoint._send_to(peer, payload)
+        await self._endpoint._send_to(peer, payload, topic=topic, priority=priority)
 
     def _inbox(self) -> _Inbox:
         return self._claim()
@@ -557,6 +630,15 @@ class Connection(_Receiving):
             self._ended = "closed"
         if self._own is not None:
             self._own.close()
+
+
+def _topics(topics: Iterable[str]) -> list[str]:
+    if isinstance(topics, str):
+        raise TypeError(f"topics is a collection of strings; for one topic pass [{topics!r}]")
+    checked = list(topics)
+    for topic in checked:
+        encode_topic(topic)
+    return checked
 
 
 def raise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
@@ -596,18 +678,24 @@ async def _running(endpoint: _Endpoint) -> AsyncGenerator[None, None]:
 
 @asynccontextmanager
 async def open_udp_server(
-    host: str | None, port: int, *, config: Config | None = None, **options: Unpack[Options]
+    host: str | None,
+    port: int,
+    *,
+    topics: Iterable[str] | None = None,
+    config: Config | None = None,
+    **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:
     """Bind a UDP socket to ``host``:``port`` and serve every peer that sends to it.
 
     ``host`` None or ``""`` binds every interface (IPv4 and IPv6 where the system
     allows one socket for both); port 0 picks a free port (see
-    ``server.local_address``). Options are :class:`Config`'s fields, as keywords
-    or as ``config=``. Leaving the block stops the server's tasks and closes its
+    ``server.local_address``). ``topics`` subscribes to just those topics (see
+    ``subscriptions``). Options are :class:`Config`'s fields, as keywords or as
+    ``config=``. Leaving the block stops the server's tasks and closes its
     socket; an error in them is raised here.
     """
     chosen = make_config(config, options)
-    server = UDPServer(await server_socket(host, port, chosen), chosen)
+    server = UDPServer(await server_socket(host, port, chosen), chosen, topics)
     async with _running(server):
         yield server
 
@@ -618,6 +706,7 @@ async def open_udp_connection(
     port: int,
     *,
     local_address: tuple[str, int] | None = None,
+    topics: Iterable[str] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[Connection, None]:
@@ -627,7 +716,7 @@ async def open_udp_connection(
     ``local_address`` binds the local end first. Leaving the block closes it.
     """
     chosen = make_config(config, options)
-    endpoint = _Endpoint(await client_socket(host, port, local_address, chosen), chosen)
+    endpoint = _Endpoint(await client_socket(host, port, local_address, chosen), chosen, topics)
     connection = endpoint._connections[endpoint._remote]  # type: ignore[index]
     connection._claim()
     async with _running(endpoint):
@@ -638,6 +727,7 @@ async def open_udp_connection(
 async def from_socket(
     sock: stdlib_socket.socket | trio.socket.SocketType,
     *,
+    topics: Iterable[str] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:
@@ -645,6 +735,6 @@ async def from_socket(
     ``adoptDatagramPort``; a socket inherited from systemd). trioudp takes it over
     and closes it when the block ends; pass ``sock.dup()`` to keep your own."""
     chosen = make_config(config, options)
-    server = UDPServer(adopt_socket(sock), chosen)
+    server = UDPServer(adopt_socket(sock), chosen, topics)
     async with _running(server):
         yield server

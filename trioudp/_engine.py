@@ -7,15 +7,23 @@ socket, then takes the events the batch produced with ``take_events()``;
 and ``handle_timer(now)`` drive every timeout (the shape of aioquic's
 ``QuicConnection``). Tests drive it with an explicit ``now``.
 
-Peers. The engine keeps one ``Peer`` per remote address that has sent it a
-valid frame (any datagram in raw mode), up to ``max_peers``. A peer carries a
-receive session (the sender's random session id, its window and its partial
-messages) and a send session (our random id towards it and the next sequence
-number). A frame with a new session id from a known address means the peer
-restarted: a server closes the old Peer (event ``PeerClosed(reason
-"replaced")``) and opens a new one; a client, whose socket is connected to one
-peer, just starts over with the new session. Frames of the previous few
-sessions are dropped as stale, so a restart is never undone by reordering.
+Peers and streams. The engine keeps one ``Peer`` per remote address that has
+sent it a valid frame (any datagram in raw mode), up to ``max_peers``. A peer
+has a send session (our random id towards it and the next sequence number) and
+receive streams: one sequence space each, with its window and partial
+messages. Unicast frames from a peer form one stream; a frame with a new
+session id there means the peer restarted: a server closes the old Peer (event
+``PeerClosed(reason "replaced")``) and opens a new one; a client, whose socket
+is connected to one peer, just starts over with the new session. Frames of the
+previous few sessions are dropped as stale, so a restart is never undone by
+reordering. GROUP frames (sent to a multicast or broadcast address) form a
+stream per session id, since one sender may feed several groups and unicast
+at once; the least recently active of more than MAX_GROUP_STREAMS gives way.
+Our own GROUP frames, looped back, are recognised by session id and dropped.
+
+Topics. With a subscription set (``topics``), a frame whose topic is not in it
+is dropped before its payload is copied; its sequence number still counts as
+received, so it leaves no gap for ordered delivery to wait on.
 
 Timers. Each peer has at most one live entry in a heap of deadlines (the
 earliest of its reorder, reassembly and idle deadlines); entries that no longer
@@ -37,9 +45,9 @@ from itertools import count as _count
 from math import inf
 from typing import TYPE_CHECKING, NamedTuple, cast
 
-from ._frame import BadFrame, decode_frame_untrusted, encode_message
+from ._frame import MAX_TOPIC, BadFrame, Frame, decode_frame_untrusted, encode_message
 from ._message import Message
-from ._ordering import NEW, OrderedWindow, UnorderedWindow
+from ._ordering import DUPLICATE, NEW, OrderedWindow, UnorderedWindow
 from ._statistics import (
     COUNTERS,
     Counters,
@@ -62,6 +70,8 @@ if TYPE_CHECKING:
 FRAGMENT_COST = 64
 #: How many earlier session ids of a peer are remembered as stale.
 RETIRED_SESSIONS = 4
+#: How many GROUP streams (multicast/broadcast senders' sessions) one peer keeps.
+MAX_GROUP_STREAMS = 4
 #: Counters the endpoint keeps itself rather than summing its peers': delivery
 #: and overflow are reported after the engine's work, possibly for a peer that
 #: is already gone.
@@ -97,52 +107,36 @@ class PeerClosed(NamedTuple):
 class _Partial:
     """A fragmented message being reassembled."""
 
-    __slots__ = ("chunks", "count", "last_seen", "length", "received")
+    __slots__ = ("chunks", "count", "last_seen", "length", "received", "topic")
 
-    def __init__(self, length: int, count: int, now: float) -> None:
+    def __init__(self, length: int, count: int, topic: bytes, now: float) -> None:
         self.length = length
         self.count = count
+        self.topic = topic
         self.chunks: dict[int, bytes] = {}
         self.received = 0
         self.last_seen = now
 
 
-class Peer:
-    """Everything the engine knows about one remote address."""
+class _Stream:
+    """One sequence space of one peer: a sender's session towards us."""
 
     __slots__ = (
-        "address",
-        "closed",
-        "counters",
-        "handle",
         "last_activity",
         "partial_bytes",
         "partial_datagrams",
         "partials",
-        "retired",
-        "send_sequence",
-        "send_session",
         "session",
-        "timer_at",
         "window",
     )
 
-    def __init__(self, address: Address, send_session: int, now: float) -> None:
-        self.address = address
-        #: The trio layer's Connection for this peer (what messages reply through).
-        self.handle: Replier | None = None
-        self.counters = Counters()
-        self.send_session = send_session
-        self.send_sequence = 0
-        self.session: int | None = None
-        self.window: OrderedWindow | UnorderedWindow | None = None
+    def __init__(self, session: int, window: OrderedWindow | UnorderedWindow, now: float) -> None:
+        self.session = session
+        self.window = window
         self.partials: dict[int, _Partial] = {}
         self.partial_bytes = 0
         self.partial_datagrams = 0
-        self.retired: deque[int] = deque(maxlen=RETIRED_SESSIONS)
         self.last_activity = now
-        self.timer_at = inf
-        self.closed = False
 
     @property
     def buffered_bytes(self) -> int:
@@ -155,6 +149,52 @@ class Peer:
         window = self.window
         pending = window.pending_datagrams if isinstance(window, OrderedWindow) else 0
         return self.partial_datagrams + pending
+
+
+class Peer:
+    """Everything the engine knows about one remote address."""
+
+    __slots__ = (
+        "address",
+        "closed",
+        "counters",
+        "groups",
+        "handle",
+        "last_activity",
+        "retired",
+        "send_sequence",
+        "send_session",
+        "timer_at",
+        "unicast",
+    )
+
+    def __init__(self, address: Address, send_session: int, now: float) -> None:
+        self.address = address
+        #: The trio layer's Connection for this peer (what messages reply through).
+        self.handle: Replier | None = None
+        self.counters = Counters()
+        self.send_session = send_session
+        self.send_sequence = 0
+        self.unicast: _Stream | None = None
+        self.groups: dict[int, _Stream] = {}
+        self.retired: deque[int] = deque(maxlen=RETIRED_SESSIONS)
+        self.last_activity = now
+        self.timer_at = inf
+        self.closed = False
+
+    def streams(self) -> list[_Stream]:
+        streams = list(self.groups.values())
+        if self.unicast is not None:
+            streams.append(self.unicast)
+        return streams
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(stream.buffered_bytes for stream in self.streams())
+
+    @property
+    def pending_datagrams(self) -> int:
+        return sum(stream.pending_datagrams for stream in self.streams())
 
     def statistics(self) -> PeerStatistics:
         return peer_statistics(self.counters, self.pending_datagrams)
@@ -184,6 +224,10 @@ class Engine:
         self._buffered_total = 0
         self._timers: list[tuple[float, int, Peer]] = []
         self._tiebreak = _count()
+        #: Session ids of our own GROUP sends, to recognise them looped back.
+        self._own_sessions: set[int] = set()
+        #: The subscription: topics (UTF-8) to deliver; None delivers every topic.
+        self.topics: frozenset[bytes] | None = None
         self.peers_opened = 0
         self.peers_closed = 0
         self.receive_errors = 0
@@ -194,11 +238,13 @@ class Engine:
 
     # -- receiving ------------------------------------------------------------
 
-    def receive_datagram(self, data: Buffer, address: Address, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, address: Address, now: float
+    ) -> None:
         """Take one datagram (``data`` may be a view of a buffer that is reused
         afterwards: whatever is kept is copied)."""
         peer = self.peers.get(address)
-        size = memoryview(data).nbytes
+        size = len(data)
         if not self.framing:
             if peer is None:
                 peer = self._open_peer(address, now)
@@ -209,7 +255,7 @@ class Engine:
             counters.datagrams_received += 1
             counters.bytes_received += size
             peer.last_activity = now
-            self._events.append(Message(bytes(data), address, None, peer, 1))
+            self._events.append(Message(bytes(data), address, None, "", peer, 1))
             return
         try:
             frame = decode_frame_untrusted(data)
@@ -223,16 +269,17 @@ class Engine:
                 counters.datagrams_malformed += 1
             return
         session = frame.session
-        if peer is None or (
-            session != peer.session
-            and peer.session is not None
-            and not self.connected
-            and session not in peer.retired
-        ):
+        if frame.group and session in self._own_sessions:
+            counters = self._own if peer is None else peer.counters
+            counters.datagrams_received += 1
+            counters.bytes_received += size
+            counters.datagrams_own += 1
+            return
+        if peer is None or (not frame.group and self._restarted(peer, session)):
             retired = None
             if peer is not None:
                 retired = peer.retired
-                retired.append(peer.session)  # type: ignore[arg-type]
+                retired.append(peer.unicast.session)  # type: ignore[union-attr]
                 self._close_peer(peer, "replaced")
             peer = self._open_peer(address, now)
             if peer is None:
@@ -245,24 +292,21 @@ class Engine:
         counters.datagrams_received += 1
         counters.bytes_received += size
         peer.last_activity = now
-        window = peer.window
-        if session != peer.session:
-            if session in peer.retired:
-                counters.datagrams_stale_session += 1
-                return
-            if window is not None:  # a client's peer restarted
-                self._end_session(peer, stale=True)
-                peer.retired.append(peer.session)  # type: ignore[arg-type]
-                counters.session_changes += 1
-            peer.session = session
-            config = self.config
-            window_class = OrderedWindow if config.ordered else UnorderedWindow
-            window = peer.window = window_class(frame.sequence, config.reorder_window)
-        assert window is not None
+        stream = self._stream(peer, frame.group, session, frame.sequence, now)
+        if stream is None:
+            return
+        stream.last_activity = now
+        window = stream.window
         sequence = frame.sequence
         verdict = window.classify(sequence)
+        topics = self.topics
+        if topics is not None and frame.topic not in topics:
+            counters.datagrams_filtered += 1
+            if verdict == NEW:
+                self._accept(peer, stream, sequence, None, now)
+            return
         if verdict != NEW:
-            if verdict == 1:
+            if verdict == DUPLICATE:
                 counters.datagrams_duplicate += 1
             else:
                 counters.datagrams_late += 1
@@ -271,30 +315,65 @@ class Engine:
             counters.datagrams_over_limit += 1
             return
         if frame.fragment_count == 1:
-            message = Message(frame.payload, address, sequence, peer, 1)
+            topic = frame.topic.decode() if frame.topic else ""
+            message = Message(bytes(frame.payload), address, sequence, topic, peer, 1)
         else:
-            assembled = self._add_fragment(
-                peer,
-                frame.payload,
-                sequence,
-                frame.message_length,
-                frame.fragment_index,
-                frame.fragment_count,
-                now,
-            )
+            assembled = self._add_fragment(peer, stream, frame, now)
             if assembled is None:
                 return
             message = assembled
-        self._accept(peer, window, message, now)
+        self._accept(peer, stream, sequence, message, now)
+
+    def _restarted(self, peer: Peer, session: int) -> bool:
+        """Whether a unicast frame of ``session`` means a server's peer restarted."""
+        stream = peer.unicast
+        return (
+            not self.connected
+            and stream is not None
+            and session != stream.session
+            and session not in peer.retired
+        )
+
+    def _stream(
+        self, peer: Peer, group: bool, session: int, sequence: int, now: float
+    ) -> _Stream | None:
+        """The stream a frame belongs to, started if new; None (counted) if the
+        frame is from a stale session."""
+        config = self.config
+        window_class = OrderedWindow if config.ordered else UnorderedWindow
+        if group:
+            stream = peer.groups.get(session)
+            if stream is None:
+                if len(peer.groups) >= MAX_GROUP_STREAMS:
+                    oldest = min(peer.groups.values(), key=lambda s: s.last_activity)
+                    self._end_stream(peer, oldest, stale=False)
+                    del peer.groups[oldest.session]
+                window = window_class(sequence, config.reorder_window)
+                stream = peer.groups[session] = _Stream(session, window, now)
+            return stream
+        stream = peer.unicast
+        if stream is None or stream.session != session:
+            if session in peer.retired:
+                peer.counters.datagrams_stale_session += 1
+                return None
+            if stream is not None:  # a client's peer restarted
+                self._end_stream(peer, stream, stale=True)
+                peer.retired.append(stream.session)
+                peer.counters.session_changes += 1
+            window = window_class(sequence, config.reorder_window)
+            stream = peer.unicast = _Stream(session, window, now)
+        return stream
 
     def _accept(
-        self, peer: Peer, window: OrderedWindow | UnorderedWindow, message: Message, now: float
+        self, peer: Peer, stream: _Stream, sequence: int, message: Message | None, now: float
     ) -> None:
+        """Hand a new message (None: one filtered out) to its stream's window."""
+        window = stream.window
         if isinstance(window, UnorderedWindow):
-            window.accept(message.sequence, message, now, self._events, peer.counters)  # type: ignore[arg-type]
+            window.accept(sequence, message, now, self._events, peer.counters)
             return
         before = window.pending_bytes
-        window.accept(message.sequence, message, now, self._events, peer.counters)  # type: ignore[arg-type]
+        window.accept(sequence, message, now, self._events, peer.counters)
         self._buffered_total += window.pending_bytes - before
         if window.pending:
             self._arm(peer)
@@ -302,27 +381,23 @@ class Engine:
                 self._relieve(peer, 0, keep=None)
 
     def _add_fragment(
-        self,
-        peer: Peer,
-        payload: bytes,
-        sequence: int,
-        length: int,
-        index: int,
-        count: int,
-        now: float,
+        self, peer: Peer, stream: _Stream, frame: Frame, now: float
     ) -> Message | None:
         counters = peer.counters
-        partials = peer.partials
+        partials = stream.partials
+        sequence, length, count = frame.sequence, frame.message_length, frame.fragment_count
         partial = partials.get(sequence)
         if partial is None:
             if len(partials) >= self.config.max_partial_messages:
-                self._drop_partial(peer, next(iter(partials)), expired=False)
-            partial = _Partial(length, count, now)
+                self._drop_partial(peer, stream, next(iter(partials)), expired=False)
+            partial = _Partial(length, count, frame.topic, now)
             partials[sequence] = partial
             self._arm(peer)
-        elif partial.length != length or partial.count != count:
+        elif partial.length != length or partial.count != count or partial.topic != frame.topic:
             counters.datagrams_malformed += 1
             return None
+        index = frame.fragment_index
+        payload = frame.payload
         if index in partial.chunks:
             counters.datagrams_duplicate += 1
             return None
@@ -331,39 +406,42 @@ class Engine:
             return None
         cost = len(payload) + FRAGMENT_COST
         if not self._within_budget(peer, cost):
-            self._relieve(peer, cost, keep=sequence)
+            self._relieve(peer, cost, keep=partial)
             if not self._within_budget(peer, cost):
                 counters.datagrams_over_limit += 1
                 if not partial.chunks:
                     del partials[sequence]
                 return None
-        partial.chunks[index] = payload
+        partial.chunks[index] = bytes(payload)
         partial.received += len(payload)
         partial.last_seen = now
-        peer.partial_bytes += cost
-        peer.partial_datagrams += 1
+        stream.partial_bytes += cost
+        stream.partial_datagrams += 1
         self._buffered_total += cost
         # Most recently active last: the front of `partials` expires first.
         del partials[sequence]
         partials[sequence] = partial
         if len(partial.chunks) < count:
             return None
-        self._drop_partial(peer, sequence, expired=None)
+        self._drop_partial(peer, stream, sequence, expired=None)
         if partial.received != length:
             counters.datagrams_malformed += count
             return None
         chunks = partial.chunks
         whole = b"".join([chunks[i] for i in range(count)])
-        return Message(whole, peer.address, sequence, peer, count)
+        topic = partial.topic.decode() if partial.topic else ""
+        return Message(whole, peer.address, sequence, topic, peer, count)
 
-    def _drop_partial(self, peer: Peer, sequence: int, *, expired: bool | None) -> None:
+    def _drop_partial(
+        self, peer: Peer, stream: _Stream, sequence: int, *, expired: bool | None
+    ) -> None:
         """Forget a partial message; its fragments count as expired (True), over a
         limit (False) or, when it just completed, nothing yet (None)."""
-        partial = peer.partials.pop(sequence)
+        partial = stream.partials.pop(sequence)
         held = len(partial.chunks)
         cost = partial.received + FRAGMENT_COST * held
-        peer.partial_bytes -= cost
-        peer.partial_datagrams -= held
+        stream.partial_bytes -= cost
+        stream.partial_datagrams -= held
         self._buffered_total -= cost
         if expired:
             peer.counters.datagrams_reassembly_expired += held
@@ -377,21 +455,34 @@ class Engine:
             and self._buffered_total + extra <= config.total_buffer_bytes
         )
 
-    def _relieve(self, peer: Peer, extra: int, *, keep: int | None) -> None:
+    def _relieve(self, peer: Peer, extra: int, *, keep: _Partial | None) -> None:
         """Make room in ``peer``'s own buffers: deliver past reorder gaps first
         (no data is lost by that), then drop its least recently active partial
         messages other than ``keep``. Other peers' buffers are never touched."""
-        window = peer.window
-        if isinstance(window, OrderedWindow):
-            while window.pending and not self._within_budget(peer, extra):
-                before = window.pending_bytes
-                window.skip_gap(self._events, peer.counters)
-                self._buffered_total += window.pending_bytes - before
-        for sequence in list(peer.partials):
+        streams = peer.streams()
+        for stream in streams:
+            window = stream.window
+            if isinstance(window, OrderedWindow):
+                while window.pending and not self._within_budget(peer, extra):
+                    self._skip_gap(peer, window)
+        candidates = sorted(
+            (
+                (partial.last_seen, stream, sequence)
+                for stream in streams
+                for sequence, partial in stream.partials.items()
+                if partial is not keep
+            ),
+            key=lambda item: item[0],
+        )
+        for _last_seen, stream, sequence in candidates:
             if self._within_budget(peer, extra):
                 return
-            if sequence != keep:
-                self._drop_partial(peer, sequence, expired=False)
+            self._drop_partial(peer, stream, sequence, expired=False)
+
+    def _skip_gap(self, peer: Peer, window: OrderedWindow) -> None:
+        before = window.pending_bytes
+        window.skip_gap(self._events, peer.counters)
+        self._buffered_total += window.pending_bytes - before
 
     def _count_unowned_over_limit(self, size: int) -> None:
         own = self._own
@@ -412,29 +503,32 @@ class Engine:
         self._arm(peer)
         return peer
 
-    def _end_session(self, peer: Peer, *, stale: bool) -> None:
-        """Settle a receive session: whole messages waiting for a gap are
-        delivered, partial ones counted (stale for a restart, else expired)."""
-        window = peer.window
+    def _end_stream(self, peer: Peer, stream: _Stream, *, stale: bool) -> None:
+        """Settle a stream: whole messages waiting for a gap are delivered, partial
+        ones counted (stale for a restart, else expired)."""
+        window = stream.window
         if isinstance(window, OrderedWindow) and window.pending:
             self._buffered_total -= window.pending_bytes
             window.flush(self._events, peer.counters)
-        for sequence in list(peer.partials):
-            held = len(peer.partials[sequence].chunks)
-            self._drop_partial(peer, sequence, expired=None)
+        for sequence in list(stream.partials):
+            held = len(stream.partials[sequence].chunks)
+            self._drop_partial(peer, stream, sequence, expired=None)
             if stale:
                 peer.counters.datagrams_stale_session += held
             else:
                 peer.counters.datagrams_reassembly_expired += held
-        peer.window = None
 
     def _close_peer(self, peer: Peer, reason: str) -> None:
         if peer.closed:
             return
-        self._end_session(peer, stale=reason == "replaced")
+        for stream in peer.streams():
+            self._end_stream(peer, stream, stale=reason == "replaced" and stream is peer.unicast)
+        peer.unicast = None
+        peer.groups = {}
         peer.closed = True
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
+        self._own_sessions.discard(peer.send_session)
         self._retired.add(peer.counters, _SUMMED)
         self.peers_closed += 1
         self._events.append(PeerClosed(peer, reason))
@@ -459,9 +553,12 @@ class Engine:
 
     # -- sending ----------------------------------------------------------------
 
-    def encode(self, peer: Peer, payload: Buffer, now: float) -> list[bytes]:
-        """The datagrams that carry ``payload`` to ``peer``; raises ValueError if it
-        is larger than the configured limits allow."""
+    def encode(
+        self, peer: Peer, payload: Buffer, now: float, *, topic: str = "", group: bool = False
+    ) -> list[bytes]:
+        """The datagrams that carry ``payload`` to ``peer`` (``group``: a multicast
+        or broadcast address); raises ValueError if it is larger than the
+        configured limits allow, or TypeError if it is not bytes."""
         config = self.config
         try:
             size = memoryview(payload).nbytes
@@ -477,10 +574,19 @@ class Engine:
                     f"{config.max_message_size}; raise max_message_size on both ends"
                 )
             datagrams = encode_message(
-                peer.send_session, peer.send_sequence, payload, config.max_datagram_size
+                peer.send_session,
+                peer.send_sequence,
+                payload,
+                config.max_datagram_size,
+                topic=encode_topic(topic),
+                group=group,
             )
             peer.send_sequence = (peer.send_sequence + 1) & 0xFFFFFFFF
+            if group:
+                self._own_sessions.add(peer.send_session)
         else:
+            if topic:
+                raise ValueError("raw mode (framing=False) has no header to carry a topic")
             if size > config.max_datagram_size:
                 raise ValueError(
                     f"a {size}-byte datagram is larger than max_datagram_size="
@@ -494,6 +600,13 @@ class Engine:
         counters.bytes_sent += sum(map(len, datagrams))
         peer.last_activity = now
         return datagrams
+
+    def subscribe(self, topics: frozenset[str] | None) -> None:
+        """Deliver only messages with these topics ("" is no topic), or every
+        message (None)."""
+        if topics is not None and not self.framing:
+            raise ValueError("raw mode (framing=False) has no topics to subscribe to")
+        self.topics = None if topics is None else frozenset(map(encode_topic, topics))
 
     def count_unreachable(self, peer: Peer | None) -> None:
         """The kernel reported an ICMP error (for ``peer`` if it knows which)."""
@@ -526,14 +639,15 @@ class Engine:
         deadline = inf
         if config.idle_timeout is not None and not self.connected:
             deadline = peer.last_activity + config.idle_timeout
-        window = peer.window
-        if isinstance(window, OrderedWindow):
-            arrival = window.oldest_arrival()
-            if arrival is not None:
-                deadline = min(deadline, arrival + config.reorder_timeout)
-        for partial in peer.partials.values():
-            deadline = min(deadline, partial.last_seen + config.reassembly_timeout)
-            break
+        for stream in peer.streams():
+            window = stream.window
+            if isinstance(window, OrderedWindow):
+                arrival = window.oldest_arrival()
+                if arrival is not None:
+                    deadline = min(deadline, arrival + config.reorder_timeout)
+            for partial in stream.partials.values():
+                deadline = min(deadline, partial.last_seen + config.reassembly_timeout)
+                break
         return deadline
 
     def _arm(self, peer: Peer) -> None:
@@ -555,19 +669,18 @@ class Engine:
             if peer.closed or deadline != peer.timer_at:
                 continue
             peer.timer_at = inf
-            window = peer.window
-            if isinstance(window, OrderedWindow):
-                while True:
-                    arrival = window.oldest_arrival()
-                    if arrival is None or arrival + config.reorder_timeout > now:
+            for stream in peer.streams():
+                window = stream.window
+                if isinstance(window, OrderedWindow):
+                    while True:
+                        arrival = window.oldest_arrival()
+                        if arrival is None or arrival + config.reorder_timeout > now:
+                            break
+                        self._skip_gap(peer, window)
+                for sequence, partial in list(stream.partials.items()):
+                    if partial.last_seen + config.reassembly_timeout > now:
                         break
-                    before = window.pending_bytes
-                    window.skip_gap(self._events, peer.counters)
-                    self._buffered_total += window.pending_bytes - before
-            for sequence, partial in list(peer.partials.items()):
-                if partial.last_seen + config.reassembly_timeout > now:
-                    break
-                self._drop_partial(peer, sequence, expired=True)
+                    self._drop_partial(peer, stream, sequence, expired=True)
             if (
                 config.idle_timeout is not None
                 and not self.connected
@@ -602,3 +715,13 @@ class Engine:
             peers_closed=self.peers_closed,
             receive_errors=self.receive_errors,
         )
+
+
+def encode_topic(topic: str) -> bytes:
+    """A topic's wire form, checked: UTF-8, at most MAX_TOPIC bytes."""
+    if not isinstance(topic, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+    encoded = topic.encode()
+    if len(encoded) > MAX_TOPIC:
+        raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(encoded)}")
+    return encoded

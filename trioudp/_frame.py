@@ -5,20 +5,24 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     offset  size  field
     0       2     magic, the bytes "tU" (0x74 0x55)
     2       1     version, 1
-    3       1     flags; bit 0 (0x01) FRAGMENT, the other bits must be 0
+    3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP; the rest must be 0
     4       8     session id, random per sender and destination
     12      4     sequence number of the message, wraps at 2**32
     -- only when FRAGMENT is set:
-    16      4     message length, the whole message's payload in bytes
-    20      2     fragment index, 0-based
-    22      2     fragment count, 1 to 65535
+    +0      4     message length, the whole message's payload in bytes
+    +4      2     fragment index, 0-based
+    +6      2     fragment count, 1 to 65535
+    -- only when TOPIC is set:
+    +0      1     topic length, 1 to 255
+    +1      n     topic, UTF-8
     -- then:
-    16/24   n     payload (the message, or this fragment of it)
+    ...     n     payload (the message, or this fragment of it)
     end-4   4     CRC32C (Castagnoli) of every byte before it
 
-All integers are big-endian. Decoding follows the rule at the top of trio's
-``_dtls.py``: a function whose name ends in ``_untrusted`` reads bytes from the
-network and may raise ``BadFrame`` and nothing else, whatever the bytes are.
+GROUP marks a frame sent to a multicast or broadcast address. All integers are
+big-endian. Decoding follows the rule at the top of trio's ``_dtls.py``: a
+function whose name ends in ``_untrusted`` reads bytes from the network and
+may raise ``BadFrame`` and nothing else, whatever the bytes are.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ if TYPE_CHECKING:
 MAGIC = b"tU"
 VERSION = 1
 FLAG_FRAGMENT = 0x01
-KNOWN_FLAGS = FLAG_FRAGMENT
+FLAG_TOPIC = 0x02
+FLAG_GROUP = 0x04
+KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP
+MAX_TOPIC = 255
 
 _HEADER = struct.Struct("!2sBBQI")
 _FRAGMENT_HEADER = struct.Struct("!IHH")
@@ -62,21 +69,23 @@ class BadFrame(Exception):
 
 class Frame(NamedTuple):
     """One decoded frame. A NamedTuple rather than an attrs class because one is
-    made per datagram on the receive path."""
+    made per datagram on the receive path. ``payload`` is a view into the
+    datagram: copy what you keep (the receive buffer is reused)."""
 
     session: int
     sequence: int
-    payload: bytes
+    payload: memoryview
     message_length: int
     fragment_index: int
     fragment_count: int
+    topic: bytes
+    group: bool
 
 
 def decode_frame_untrusted(data: Buffer) -> Frame:
     """Decode one datagram. Raises BadFrame, and only BadFrame, if it is not a
-    valid frame. ``data`` may be a memoryview of a reused buffer: the payload is
-    copied out."""
-    view = memoryview(data)
+    valid frame."""
+    view = data if type(data) is memoryview else memoryview(data)
     size = view.nbytes
     if view.ndim != 1 or view.itemsize != 1:
         raise BadFrame("not a flat byte buffer")
@@ -87,27 +96,44 @@ def decode_frame_untrusted(data: Buffer) -> Frame:
         raise BadFrame("wrong magic bytes: not a trioudp frame")
     if version != VERSION:
         raise BadFrame(f"unsupported frame version {version}")
-    (checksum,) = _CRC.unpack_from(view, size - CRC_SIZE)
-    if crc32c(view[: size - CRC_SIZE]) != checksum:
+    end = size - CRC_SIZE
+    (checksum,) = _CRC.unpack_from(view, end)
+    if crc32c(view[:end]) != checksum:
         raise BadFrame("CRC32C mismatch", crc=True)
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
-    if not flags & FLAG_FRAGMENT:
-        payload = bytes(view[HEADER_SIZE : size - CRC_SIZE])
-        return Frame(session, sequence, payload, len(payload), 0, 1)
-    if size < FRAGMENT_OVERHEAD:
-        raise BadFrame(f"{size} bytes is too short for a fragment")
-    length, index, count = _FRAGMENT_HEADER.unpack_from(view, HEADER_SIZE)
+    offset = HEADER_SIZE
+    length = index = 0
+    count = 1
+    fragmented = flags & FLAG_FRAGMENT
+    if fragmented:
+        if end < FRAGMENT_HEADER_SIZE:
+            raise BadFrame(f"{size} bytes is too short for a fragment")
+        length, index, count = _FRAGMENT_HEADER.unpack_from(view, HEADER_SIZE)
+        offset = FRAGMENT_HEADER_SIZE
+    topic = b""
+    if flags & FLAG_TOPIC:
+        if offset >= end or not 1 <= view[offset] <= end - offset - 1:
+            raise BadFrame("topic length missing, zero, or past the end of the frame")
+        topic = bytes(view[offset + 1 : offset + 1 + view[offset]])
+        offset += 1 + len(topic)
+        try:
+            topic.decode()
+        except UnicodeDecodeError:
+            raise BadFrame("topic is not UTF-8") from None
+    payload = view[offset:end]
+    group = bool(flags & FLAG_GROUP)
+    if not fragmented:
+        return Frame(session, sequence, payload, len(payload), 0, 1, topic, group)
     if index >= count:
         raise BadFrame(f"fragment index {index} is not below its count {count}")
-    payload = bytes(view[FRAGMENT_HEADER_SIZE : size - CRC_SIZE])
     # Every fragment carries at least one byte, so a message of n bytes has at
     # most n fragments; a lone fragment is the whole message.
     if not payload or count > length or len(payload) > length:
         raise BadFrame(f"fragment of {len(payload)} bytes, {count} fragments, {length} total")
     if count == 1 and len(payload) != length:
         raise BadFrame("a single fragment that is not the whole message")
-    return Frame(session, sequence, payload, length, index, count)
+    return Frame(session, sequence, payload, length, index, count, topic, group)
 
 
 def _seal(body: bytes) -> bytes:
@@ -115,22 +141,42 @@ def _seal(body: bytes) -> bytes:
 
 
 def encode_message(
-    session: int, sequence: int, payload: Buffer, max_datagram_size: int
+    session: int,
+    sequence: int,
+    payload: Buffer,
+    max_datagram_size: int,
+    *,
+    topic: bytes = b"",
+    group: bool = False,
 ) -> list[bytes]:
     """The datagrams that carry one message: one frame if it fits in
     ``max_datagram_size`` bytes, otherwise fragments of at most that size."""
     view = memoryview(payload)
     length = view.nbytes
-    if length + OVERHEAD <= max_datagram_size:
-        return [_seal(_HEADER.pack(MAGIC, VERSION, 0, session, sequence) + view)]
-    chunk = max_datagram_size - FRAGMENT_OVERHEAD
+    flags = FLAG_GROUP if group else 0
+    extra = b""
+    if topic:
+        if len(topic) > MAX_TOPIC:
+            raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(topic)}")
+        flags |= FLAG_TOPIC
+        extra = bytes((len(topic),)) + topic
+    if length + OVERHEAD + len(extra) <= max_datagram_size:
+        return [_seal(_HEADER.pack(MAGIC, VERSION, flags, session, sequence) + extra + view)]
+    chunk = max_datagram_size - FRAGMENT_OVERHEAD - len(extra)
+    if chunk < 1:
+        raise ValueError(f"a {len(topic)}-byte topic leaves no room in {max_datagram_size} bytes")
     count = -(-length // chunk)
     if count > MAX_FRAGMENTS:
-        raise ValueError(f"a message of {length} bytes needs more than {MAX_FRAGMENTS} fragments")
-    header = _HEADER.pack(MAGIC, VERSION, FLAG_FRAGMENT, session, sequence)
+        raise ValueError(
+            f"a message of {length} bytes needs more than {MAX_FRAGMENTS} fragments of "
+            f"{chunk} bytes; raise max_datagram_size or send less"
+        )
+    header = _HEADER.pack(MAGIC, VERSION, flags | FLAG_FRAGMENT, session, sequence)
     pack = _FRAGMENT_HEADER.pack
     return [
-        _seal(header + pack(length, index, count) + view[index * chunk : (index + 1) * chunk])
+        _seal(
+            header + pack(length, index, count) + extra + view[index * chunk : (index + 1) * chunk]
+        )
         for index in range(count)
     ]
 

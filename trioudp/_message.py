@@ -19,7 +19,9 @@ Address: TypeAlias = tuple[str, int] | tuple[str, int, int, int]
 class Replier(Protocol):
     """What a message replies through: the connection it arrived on."""
 
-    async def send(self, payload: Buffer, /) -> None: ...
+    async def send(
+        self, payload: Buffer, /, *, topic: str = "", priority: int | None = None
+    ) -> None: ...
 
 
 class Origin(Protocol):
@@ -46,25 +48,28 @@ class Message:
     """The peer's address, as the socket reported it."""
     sequence: int | None
     """The peer's sequence number for it (wraps at 2**32); None in raw mode."""
+    topic: str
+    """The topic the sender gave it ("" for none)."""
     _origin: Origin | None = attrs.field(repr=False, alias="origin")
     _datagrams: int = attrs.field(repr=False, alias="datagrams")
 
-    async def reply(self, payload: Buffer) -> None:
-        """Send ``payload`` back to the peer this message came from (framed the same
-        way, on the same socket)."""
+    async def reply(self, payload: Buffer, *, topic: str = "", priority: int | None = None) -> None:
+        """Send ``payload`` back to the peer this message came from, on the socket
+        it arrived on (for a multicast message: to its sender, not the group)."""
         handle = None if self._origin is None else self._origin.handle
         if handle is None:
             raise RuntimeError("this Message was made by hand and has no connection to reply on")
-        await handle.send(payload)
+        await handle.send(payload, topic=topic, priority=priority)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return (self.payload, self.address, self.sequence) == (
+        return (self.payload, self.address, self.sequence, self.topic) == (
             other.payload,
             other.address,
             other.sequence,
+            other.topic,
         )
 
     def __hash__(self) -> int:
-        return hash((self.payload, self.address, self.sequence))
+        return hash((self.payload, self.address, self.sequence, self.topic))

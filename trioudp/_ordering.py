@@ -58,7 +58,8 @@ class OrderedWindow:
         # bit k of history: base - 1 - k was delivered; only the low `known` bits mean anything
         self.history = 0
         self.known = 0
-        self.pending: dict[int, tuple[Message, float]] = {}
+        # None stands for a message that was received but filtered out (topics).
+        self.pending: dict[int, tuple[Message | None, float]] = {}
         self.pending_bytes = 0
         self.pending_datagrams = 0
 
@@ -72,21 +73,29 @@ class OrderedWindow:
         return LATE
 
     def accept(
-        self, sequence: int, message: Message, now: float, out: list[object], counters: Counters
+        self,
+        sequence: int,
+        message: Message | None,
+        now: float,
+        out: list[object],
+        counters: Counters,
     ) -> None:
-        """Take a new (``classify`` said NEW) whole message."""
+        """Take a new (``classify`` said NEW) whole message; None marks its
+        sequence number received without delivering anything."""
         distance = sequence_difference(sequence, self.base)
         if distance >= self.window:
             self._advance_to((sequence - self.window + 1) % SEQUENCE_MODULUS, out, counters)
         if sequence == self.base:
-            out.append(message)
+            if message is not None:
+                out.append(message)
             self._step()
             if self.pending:
                 self._drain(out)
         else:
             self.pending[sequence] = (message, now)
-            self.pending_bytes += len(message.payload)
-            self.pending_datagrams += message._datagrams
+            if message is not None:
+                self.pending_bytes += len(message.payload)
+                self.pending_datagrams += message._datagrams
 
     def oldest_arrival(self) -> float | None:
         """When the message that has waited longest arrived (None: none waits)."""
@@ -116,10 +125,14 @@ class OrderedWindow:
         pending = self.pending
         while self.base in pending:
             message, _arrival = pending.pop(self.base)
+            self._release(message, out)
+            self._step()
+
+    def _release(self, message: Message | None, out: list[object]) -> None:
+        if message is not None:
             self.pending_bytes -= len(message.payload)
             self.pending_datagrams -= message._datagrams
             out.append(message)
-            self._step()
 
     def _advance_to(self, new_base: int, out: list[object], counters: Counters) -> None:
         base = self.base
@@ -134,9 +147,7 @@ class OrderedWindow:
         history = 0 if skipped >= self.window else (self.history << skipped) & self.mask
         for offset, sequence in below:
             message, _arrival = self.pending.pop(sequence)
-            self.pending_bytes -= len(message.payload)
-            self.pending_datagrams -= message._datagrams
-            out.append(message)
+            self._release(message, out)
             position = skipped - 1 - offset
             if position < self.window:
                 history |= 1 << position
@@ -174,7 +185,12 @@ class UnorderedWindow:
         return DUPLICATE if (self.seen >> -distance) & 1 else NEW
 
     def accept(
-        self, sequence: int, message: Message, now: float, out: list[object], counters: Counters
+        self,
+        sequence: int,
+        message: Message | None,
+        now: float,
+        out: list[object],
+        counters: Counters,
     ) -> None:
         distance = sequence_difference(sequence, self.highest)
         if distance > 0:
@@ -193,4 +209,5 @@ class UnorderedWindow:
             self.early.add(sequence)
         else:
             self.seen |= 1 << -distance
-        out.append(message)
+        if message is not None:
+            out.append(message)

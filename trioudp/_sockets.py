@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ._multicast import set_priority
+
 if TYPE_CHECKING:
     from ._config import Config
     from ._message import Address
@@ -38,13 +40,15 @@ def check_port(port: object) -> int:
     return port
 
 
-def _configure(sock: stdlib_socket.socket, config: Config) -> None:
+def configure(sock: stdlib_socket.socket, config: Config) -> None:
     if config.receive_buffer_size is not None:
         sock.setsockopt(
             stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, config.receive_buffer_size
         )
     if config.send_buffer_size is not None:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, config.send_buffer_size)
+    if config.priority:
+        set_priority(sock, config.priority)
     sock.setblocking(False)
 
 
@@ -85,7 +89,7 @@ async def server_socket(host: str | None, port: int, config: Config) -> stdlib_s
 
 def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_socket.socket:
     try:
-        _configure(sock, config)
+        configure(sock, config)
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
@@ -110,7 +114,7 @@ async def client_socket(
     family, sockaddr = await _resolve(host, port)
     sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
     try:
-        _configure(sock, config)
+        configure(sock, config)
         if local_address is not None:
             sock.bind(local_address)
         sock.connect(sockaddr)

@@ -7,7 +7,8 @@ buffer::
     datagrams_received == datagrams_delivered + datagrams_duplicate
         + datagrams_late + datagrams_crc_error + datagrams_malformed
         + datagrams_stale_session + datagrams_reassembly_expired
-        + datagrams_over_limit + datagrams_overflow_dropped + datagrams_pending
+        + datagrams_over_limit + datagrams_overflow_dropped + datagrams_filtered
+        + datagrams_own + datagrams_pending
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ OUTCOMES = (
     "datagrams_reassembly_expired",
     "datagrams_over_limit",
     "datagrams_overflow_dropped",
+    "datagrams_filtered",
+    "datagrams_own",
 )
 
 
@@ -45,6 +48,8 @@ class Counters:
     datagrams_reassembly_expired: int = 0
     datagrams_over_limit: int = 0
     datagrams_overflow_dropped: int = 0
+    datagrams_filtered: int = 0
+    datagrams_own: int = 0
     messages_delivered: int = 0
     messages_lost: int = 0
     messages_overflow_dropped: int = 0
@@ -100,6 +105,10 @@ class PeerStatistics:
     or (for an endpoint) ``max_peers``."""
     datagrams_overflow_dropped: int
     """Datagrams of messages dropped because a receive channel was full."""
+    datagrams_filtered: int
+    """Datagrams of messages whose topic this endpoint is not subscribed to."""
+    datagrams_own: int
+    """This endpoint's own multicast or broadcast datagrams, looped back to it."""
     datagrams_pending: int
     """Datagrams held right now in reassembly or reorder buffers."""
     messages_delivered: int
