@@ -79,6 +79,14 @@ def tests_oldest_trio(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[1])
+def netns(session: nox.Session) -> None:
+    """Only the multi-host tests (multicast, broadcast) in network namespaces.
+    They need root; the tests sessions run them too, and skip them without."""
+    session.install(".", *TEST_REQUIREMENTS)
+    session.run("pytest", "--import-mode=importlib", "tests/test_netns.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[1])
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.6")

@@ -12,6 +12,10 @@ from ._endpoint import from_socket as from_socket
 from ._endpoint import open_udp_connection as open_udp_connection
 from ._endpoint import open_udp_server as open_udp_server
 from ._errors import UnreachableError as UnreachableError
+from ._group import BroadcastEndpoint as BroadcastEndpoint
+from ._group import MulticastEndpoint as MulticastEndpoint
+from ._group import open_broadcast as open_broadcast
+from ._group import open_multicast as open_multicast
 from ._message import Address as Address
 from ._message import Message as Message
 from ._multicast import Priority as Priority
@@ -21,10 +25,12 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "Address",
+    "BroadcastEndpoint",
     "Config",
     "Connection",
     "EndpointStatistics",
     "Message",
+    "MulticastEndpoint",
     "Options",
     "PeerStatistics",
     "Priority",
@@ -32,6 +38,8 @@ __all__ = [
     "UnreachableError",
     "__version__",
     "from_socket",
+    "open_broadcast",
+    "open_multicast",
     "open_udp_connection",
     "open_udp_server",
 ]

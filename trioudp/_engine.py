@@ -226,6 +226,8 @@ class Engine:
         self._tiebreak = _count()
         #: Session ids of our own GROUP sends, to recognise them looped back.
         self._own_sessions: set[int] = set()
+        #: Send state for group destinations (multicast groups, broadcast addresses).
+        self._destinations: dict[Address, Peer] = {}
         #: The subscription: topics (UTF-8) to deliver; None delivers every topic.
         self.topics: frozenset[bytes] | None = None
         self.peers_opened = 0
@@ -551,6 +553,14 @@ class Engine:
             assert peer is not None
         return peer
 
+    def destination(self, address: Address, now: float) -> Peer:
+        """The send state for a group destination (a multicast group or a
+        broadcast address): no receive state, no events, never idle."""
+        peer = self._destinations.get(address)
+        if peer is None:
+            peer = self._destinations[address] = Peer(address, self._new_session_id(), now)
+        return peer
+
     # -- sending ----------------------------------------------------------------
 
     def encode(
@@ -707,6 +717,8 @@ class Engine:
         for peer in self.peers.values():
             total.add(peer.counters, _SUMMED)
             pending += peer.pending_datagrams
+        for destination in self._destinations.values():
+            total.add(destination.counters, _SUMMED)
         return endpoint_statistics(
             total,
             pending,

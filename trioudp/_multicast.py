@@ -20,7 +20,7 @@ import ipaddress
 import socket
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._message import Address
@@ -216,7 +216,7 @@ def _membership(
             exc.errno,
             f"cannot join multicast group {group}"
             + (f" from source {source}" if source else "")
-            + f" on {where}: {exc.strerror}. Pass interface= one of "
+            + f" on {where}: {exc.strerror}; pass interface= one of "
             f"{', '.join(interface_names())} (the system may have no multicast route)",
         ) from exc
 
@@ -282,13 +282,14 @@ def multicast_socket(
                     socket.inet_aton("0.0.0.0") + socket.inet_aton(local) + struct.pack("i", index)
                 )
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-        # Bound to the group itself, the socket gets only that group's datagrams
-        # on this port; with several groups it takes the port on every address.
-        if len(addresses) == 1:
-            bind: Any = (str(addresses[0]), port, 0, index) if ipv6 else (str(addresses[0]), port)
+        # Bound to every address, the socket also takes unicast replies to its
+        # port (Twisted's multicast pair relies on that); with IP_MULTICAST_ALL
+        # off it still gets only the groups it joined itself.
+        if ipv6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::", port, 0, 0))
         else:
-            bind = ("::", port, 0, 0) if ipv6 else ("0.0.0.0", port)
-        sock.bind(bind)
+            sock.bind(("0.0.0.0", port))
     except BaseException:
         sock.close()
         raise

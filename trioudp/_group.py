@@ -1,0 +1,222 @@
+"""One-to-many endpoints: multicast groups and broadcast."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket as stdlib_socket
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._config import make_config
+from ._endpoint import _running, _Serving
+from ._multicast import (
+    broadcast_socket,
+    group_destination,
+    join_group,
+    leave_group,
+    multicast_address,
+    multicast_socket,
+)
+from ._sockets import check_port, configure
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterable, Sequence
+
+    from typing_extensions import Buffer, Unpack
+
+    from ._config import Config, Options
+    from ._message import Address
+
+
+class _Group(_Serving):
+    """An endpoint whose ``send()`` goes to a group destination."""
+
+    _destination: Address
+
+    async def send(self, payload: Buffer, *, topic: str = "", priority: int | None = None) -> None:
+        """Send one message to every member (framed, fragmented if large, with an
+        optional ``topic`` and ``priority``). Waits only while the kernel's
+        buffer is full."""
+        await self._send_group(self._destination, payload, topic, priority)
+
+    async def _send_group(
+        self, destination: Address, payload: Buffer, topic: str, priority: int | None
+    ) -> None:
+        peer = self._engine.destination(destination, trio.current_time())
+        await self._send_to(peer, payload, topic=topic, priority=priority, group=True)
+
+
+class MulticastEndpoint(_Group):
+    """A socket that has joined one or more multicast groups: iterate it for the
+    messages sent to them (each with its sender's address, to ``reply()`` to),
+    ``send()`` to the group. Made by :func:`open_multicast`.
+
+    Every member of a group on any host gets a copy of each message; several
+    endpoints on one host may listen on the same group and port. Replies sent
+    with ``message.reply()`` go to the sender alone, by unicast.
+    """
+
+    def __init__(
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        topics: Iterable[str] | None,
+        *,
+        port: int,
+        interface: str | int | None,
+    ) -> None:
+        super().__init__(sock, config, topics)
+        self._port = port
+        self._interface = interface
+        self._memberships: list[tuple[str, str | None]] = []
+
+    @property
+    def groups(self) -> list[str]:
+        """The groups joined, first the one ``send()`` goes to."""
+        return list(dict.fromkeys(group for group, _source in self._memberships))
+
+    def join(self, group: str, *, source: str | None = None) -> None:
+        """Join ``group`` too (only datagrams from ``source``, if given: source-
+        specific multicast, RFC 4607). Raises OSError naming the interfaces to
+        try if the system cannot join."""
+        address = multicast_address(group)
+        if (address.version == 6) != (self._sock.family == stdlib_socket.AF_INET6):
+            raise ValueError(f"{group} is not of this endpoint's IP version")
+        join_group(self._sock, str(address), self._interface, source)
+        if not self._memberships:
+            self._destination = group_destination(str(address), self._port, self._interface)
+        self._memberships.append((str(address), source))
+
+    def leave(self, group: str, *, source: str | None = None) -> None:
+        """Leave ``group`` (the membership for ``source``, if it was joined with
+        one): its datagrams stop arriving."""
+        key = (str(multicast_address(group)), source)
+        if key not in self._memberships:
+            raise ValueError(
+                f"not a member of {group}" + (f" for source {source}" if source else "")
+            )
+        leave_group(self._sock, key[0], self._interface, source)
+        self._memberships.remove(key)
+
+    async def send(
+        self,
+        payload: Buffer,
+        *,
+        topic: str = "",
+        priority: int | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Send one message to the first group joined, or to ``group``."""
+        destination = self._destination
+        if group is not None:
+            destination = group_destination(group, self._port, self._interface)
+        await self._send_group(destination, payload, topic, priority)
+
+
+class BroadcastEndpoint(_Group):
+    """A socket that sends to a broadcast address and receives broadcasts (and
+    unicast) on its port. Made by :func:`open_broadcast`."""
+
+    def __init__(
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        topics: Iterable[str] | None,
+        *,
+        destination: Address,
+    ) -> None:
+        super().__init__(sock, config, topics)
+        self._destination = destination
+
+    @property
+    def destination(self) -> Address:
+        """Where ``send()`` goes: the broadcast address and port."""
+        return self._destination
+
+
+@asynccontextmanager
+async def open_multicast(
+    group: str | Sequence[str],
+    port: int,
+    *,
+    interface: str | int | None = None,
+    source: str | None = None,
+    ttl: int = 1,
+    loopback: bool = True,
+    topics: Iterable[str] | None = None,
+    config: Config | None = None,
+    **options: Unpack[Options],
+) -> AsyncGenerator[MulticastEndpoint, None]:
+    """Join multicast ``group`` (or several, all IPv4 or all IPv6) on ``port``;
+    leave it when the block ends.
+
+    ``interface`` (a name such as "eth0", an index, or one of its addresses)
+    picks the interface to join on and send from; IPv6 link-local groups
+    (ff02::/16) need one. ``source`` joins source-specifically (only that
+    sender's datagrams, RFC 4607). ``ttl`` is the IPv4 TTL or IPv6 hop limit:
+    1, the default, keeps datagrams on the local network (RFC 1112).
+    ``loopback`` lets other listeners on this host get what this one sends
+    (never this endpoint itself). Options are :class:`Config`'s fields.
+    """
+    groups = [group] if isinstance(group, str) else list(group)
+    if not groups:
+        raise ValueError("open_multicast() needs at least one group")
+    check_port(port)
+    chosen = make_config(config, options)
+    sock = multicast_socket(groups, port, interface=interface, ttl=ttl, loopback=loopback)
+    try:
+        configure(sock, chosen)
+    except BaseException:
+        sock.close()
+        raise
+    endpoint = MulticastEndpoint(sock, chosen, topics, port=port, interface=interface)
+    try:
+        for each in groups:
+            endpoint.join(each, source=source)
+    except BaseException:
+        endpoint._close()
+        raise
+    async with _running(endpoint):
+        yield endpoint
+
+
+@asynccontextmanager
+async def open_broadcast(
+    port: int,
+    *,
+    address: str = "255.255.255.255",
+    interface: str | None = None,
+    topics: Iterable[str] | None = None,
+    config: Config | None = None,
+    **options: Unpack[Options],
+) -> AsyncGenerator[BroadcastEndpoint, None]:
+    """Send to and receive broadcasts on ``port`` (IPv4; IPv6 has multicast
+    instead). ``address`` is the limited broadcast 255.255.255.255 (the local
+    link, default) or a subnet's broadcast address such as 192.168.1.255.
+    ``interface`` (a name) ties the socket to one interface, which sending to
+    255.255.255.255 may need on a host with several (and needs root). Options
+    are :class:`Config`'s fields.
+    """
+    check_port(port)
+    if address == "<broadcast>":  # Twisted's and the socket module's spelling
+        address = "255.255.255.255"
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValueError(
+            f"address must be an IPv4 broadcast address such as 255.255.255.255 or "
+            f"192.168.1.255, got {address!r}"
+        ) from None
+    chosen = make_config(config, options)
+    sock = broadcast_socket(port, interface)
+    try:
+        configure(sock, chosen)
+    except BaseException:
+        sock.close()
+        raise
+    bound_port = sock.getsockname()[1]
+    endpoint = BroadcastEndpoint(sock, chosen, topics, destination=(address, port or bound_port))
+    async with _running(endpoint):
+        yield endpoint
