@@ -19,6 +19,8 @@ from ._group import open_multicast as open_multicast
 from ._message import Address as Address
 from ._message import Message as Message
 from ._multicast import Priority as Priority
+from ._router import Router as Router
+from ._router import RouterStatistics as RouterStatistics
 from ._statistics import EndpointStatistics as EndpointStatistics
 from ._statistics import PeerStatistics as PeerStatistics
 from ._version import __version__ as __version__
@@ -34,6 +36,8 @@ __all__ = [
     "Options",
     "PeerStatistics",
     "Priority",
+    "Router",
+    "RouterStatistics",
     "UDPServer",
     "UnreachableError",
     "__version__",

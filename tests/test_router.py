@@ -1,0 +1,158 @@
+"""The topic router."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+
+LOCAL = "127.0.0.1"
+
+
+async def test_messages_go_to_their_topic_handlers_in_order() -> None:
+    router = trioudp.Router()
+    seen: dict[str, list[bytes]] = {"temp": [], "cmd": []}
+    done = trio.Event()
+
+    @router.route("temp")
+    async def on_temp(message: trioudp.Message) -> None:
+        seen["temp"].append(message.payload)
+
+    @router.route("cmd")
+    async def on_cmd(message: trioudp.Message) -> None:
+        seen["cmd"].append(message.payload)
+        await message.reply(b"done: " + message.payload)
+        if message.payload == b"stop":
+            done.set()
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        await nursery.start(router.run, server)
+        assert server.subscriptions == frozenset({"temp", "cmd"})
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            for i in range(20):
+                await conn.send(b"%d" % i, topic="temp")
+            await conn.send(b"noise", topic="other")
+            await conn.send(b"stop", topic="cmd")
+            with trio.fail_after(5):
+                await done.wait()
+                assert (await conn.receive()).payload == b"done: stop"
+        assert seen == {"temp": [b"%d" % i for i in range(20)], "cmd": [b"stop"]}
+        assert router.statistics().dispatched == 21
+        assert server.statistics().datagrams_filtered == 1  # dropped at the socket
+        nursery.cancel_scope.cancel()
+
+
+async def test_default_handler_takes_the_rest() -> None:
+    router = trioudp.Router()
+    rest: list[str] = []
+
+    @router.default
+    async def anything(message: trioudp.Message) -> None:
+        rest.append(message.topic)
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        await nursery.start(router.run, server)
+        assert server.subscriptions is None
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            await conn.send(b"a", topic="x")
+            await conn.send(b"b")
+            await trio.testing.wait_all_tasks_blocked()
+        assert rest == ["x", ""]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_handler_error_is_raised_by_default() -> None:
+    router = trioudp.Router()
+
+    @router.route("bad")
+    async def broken(message: trioudp.Message) -> None:
+        raise ZeroDivisionError("handler bug")
+
+    async def scenario() -> None:
+        async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+            await nursery.start(router.run, server)
+            async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+                await conn.send(b"x", topic="bad")
+                await trio.sleep_forever()
+
+    with pytest.raises(ZeroDivisionError, match="handler bug"):
+        await scenario()
+
+
+async def test_logged_errors_do_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    router = trioudp.Router(errors="log")
+    good: list[bytes] = []
+
+    @router.route("bad")
+    async def broken(message: trioudp.Message) -> None:
+        raise ValueError(f"cannot handle {message.payload!r}")
+
+    @router.route("good")
+    async def fine(message: trioudp.Message) -> None:
+        good.append(message.payload)
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        await nursery.start(router.run, server)
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            for i in range(3):
+                await conn.send(b"bad%d" % i, topic="bad")
+                await conn.send(b"good%d" % i, topic="good")
+            await trio.testing.wait_all_tasks_blocked()
+        assert good == [b"good0", b"good1", b"good2"]
+        assert router.statistics().handler_errors == 3
+        assert "cannot handle b'bad2'" in caplog.text
+        assert caplog.records[0].name == "trioudp.router"
+        assert caplog.records[0].levelno == logging.ERROR
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_full_queue_drops_the_oldest(autojump_clock: trio.testing.MockClock) -> None:
+    router = trioudp.Router(capacity=2)
+    handled: list[bytes] = []
+    release = trio.Event()
+
+    @router.route("t")
+    async def slow(message: trioudp.Message) -> None:
+        await release.wait()
+        handled.append(message.payload)
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        await nursery.start(router.run, server)
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            for i in range(6):
+                await conn.send(b"%d" % i, topic="t")
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+            await trio.testing.wait_all_tasks_blocked()
+        # The first was taken at once; of the rest, the last two fit.
+        assert handled == [b"0", b"4", b"5"]
+        assert router.statistics().dropped == 3
+        nursery.cancel_scope.cancel()
+
+
+def test_router_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        trioudp.Router(capacity=0)
+    with pytest.raises(ValueError, match="errors must be"):
+        trioudp.Router(errors="ignore")  # type: ignore[arg-type]
+    router = trioudp.Router()
+
+    async def handler(message: trioudp.Message) -> None:
+        pass
+
+    router.add("a", handler)
+    with pytest.raises(ValueError, match="already has a handler"):
+        router.add("a", handler)
+    with pytest.raises(ValueError, match="at most 255 bytes"):
+        router.add("x" * 300, handler)
+    assert router.topics == frozenset({"a"})
+
+
+async def test_running_without_routes_is_an_error() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        with pytest.raises(ValueError, match="no routes"):
+            await trioudp.Router().run(server)
