@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import attrs
 import trio
 
-from ._endpoint import raise_lone
+from ._endpoint import _Endpoint, raise_lone
 from ._engine import encode_topic
 from ._message import Message
 
@@ -142,7 +142,7 @@ class Router:
         if not self._handlers and self._default is None:
             raise ValueError("the Router has no routes: add some before run()")
         self._running = True
-        if self._default is None and hasattr(source, "subscriptions"):
+        if self._default is None and isinstance(source, _Endpoint):
             source.subscriptions = self.topics
         routes: dict[str, _Route] = {}
         fallback: _Route | None = None
