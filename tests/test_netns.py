@@ -399,3 +399,128 @@ def test_broadcast_reaches_its_subnet_and_stops_at_the_router(lab: Lab) -> None:
         assert sorted(member.received() for _ in range(2)) == ["directed", "limited"]
     a.do(f"sendto 198.18.2.1 {PORT} probe", "sent")
     assert e.received() == "probe"  # routed unicast arrives; the broadcasts did not
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(namespace: str, script: str, *arguments: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, str(EXAMPLES / script), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_example(
+    namespace: str, script: str, *arguments: str, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, str(EXAMPLES / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def first_line(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    return process.stdout.readline()
+
+
+def finish(process: subprocess.Popen[str]) -> str:
+    output, _ = process.communicate(timeout=60)
+    return output
+
+
+def test_example_twisted_multicast_pair(lab: Lab) -> None:
+    hosts = lan(lab, "client", "server")
+    server = example(
+        hosts["server"], "multicast_server.py", "--interface", "eth0", "--duration", "20"
+    )
+    try:
+        assert "joined 228.0.0.5" in first_line(server)
+        client = run_example(
+            hosts["client"], "multicast_client.py", "--interface", "eth0", "--wait", "2"
+        )
+        assert client.returncode == 0, client.stdout + client.stderr
+        assert client.stdout.strip() == "Datagram b'Server: Pong' received from 198.18.1.2"
+    finally:
+        server.terminate()
+        output = finish(server)
+    assert "Datagram b'Client: Ping' received from 198.18.1.1" in output
+
+
+def test_example_topic_pubsub_over_ipv6(lab: Lab) -> None:
+    hosts = lan(lab, "publisher", "viewer", "logger")
+    viewer = example(
+        hosts["viewer"],
+        "topic_pubsub.py",
+        "--interface",
+        "eth0",
+        "listen",
+        "--topics",
+        "camera",
+        "--duration",
+        "20",
+    )
+    logger = example(
+        hosts["logger"],
+        "topic_pubsub.py",
+        "--interface",
+        "eth0",
+        "listen",
+        "--topics",
+        "status",
+        "--duration",
+        "20",
+    )
+    try:
+        assert "listening for camera" in first_line(viewer)
+        assert "listening for status" in first_line(logger)
+        for topic, size in (("camera", "500000"), ("status", "12")):
+            published = run_example(
+                hosts["publisher"],
+                "topic_pubsub.py",
+                "--interface",
+                "eth0",
+                "publish",
+                "--topic",
+                topic,
+                "--size",
+                size,
+                check=True,
+            )
+            digest = published.stdout.split("sha256 ")[1].strip()
+            reader = viewer if topic == "camera" else logger
+            line = first_line(reader)
+            assert f"'topic': '{topic}', 'payload': {size} bytes, sha256 {digest}" in line
+    finally:
+        for process in (viewer, logger):
+            process.terminate()
+            finish(process)
+
+
+def test_example_broadcast_discovery(lab: Lab) -> None:
+    hosts = lan(lab, "asker", "printer", "scanner")
+    for namespace in hosts.values():
+        ip("-n", namespace, "route", "add", "default", "via", "198.18.1.254")
+    responders = [
+        example(
+            hosts[name], "broadcast_discovery.py", "respond", "--name", name, "--duration", "20"
+        )
+        for name in ("printer", "scanner")
+    ]
+    try:
+        for responder in responders:
+            assert "answering discovery" in first_line(responder)
+        asked = run_example(hosts["asker"], "broadcast_discovery.py", "ask", "--wait", "2")
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        lines = sorted(asked.stdout.splitlines())
+        assert lines == ["2 found", "found printer at 198.18.1.2", "found scanner at 198.18.1.3"]
+    finally:
+        for responder in responders:
+            responder.terminate()
+            finish(responder)
