@@ -11,7 +11,8 @@ one JSON object a line.
         that reports the TTL / hop limit of each datagram it gets)
 
 Commands: ``send TEXT [SIZE] [TOPIC]`` (to the group or broadcast address;
-SIZE pads the payload to that many bytes), ``sendto HOST PORT TEXT``,
+SIZE pads the payload to that many bytes), ``sendgroup GROUP TEXT``,
+``sendto HOST PORT TEXT``,
 ``join GROUP [SOURCE]``, ``leave GROUP [SOURCE]``, ``stats``, ``quit``. Each
 message received is printed as ``{"got": TEXT, "size": N, "from": HOST,
 "topic": T}`` where TEXT is the payload up to its first NUL byte.
@@ -67,6 +68,9 @@ async def run_command(endpoint: Any, words: list[str]) -> None:
         topic = arguments[2] if len(arguments) > 2 else ""
         await endpoint.send(text.ljust(size, b"\0"), topic=topic)
         emit(sent=arguments[0])
+    elif command == "sendgroup":
+        await endpoint.send(arguments[1].encode(), group=arguments[0])
+        emit(sent=arguments[1])
     elif command == "sendto":
         await endpoint.send_to((arguments[0], int(arguments[1])), arguments[2].encode())
         emit(sent=arguments[2])

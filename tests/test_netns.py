@@ -229,7 +229,9 @@ def test_multicast_reaches_every_member_and_no_one_else(lab: Lab, group: str) ->
     hosts = lan(lab, "a", "b", "c", "d")
     port = str(PORT)
     b = lab.agent(hosts["b"], "multicast", group, port, "--interface", "eth0")
-    c = lab.agent(hosts["c"], "multicast", group, port, "--interface", "eth0")
+    # The interface may also be named by one of its addresses.
+    c_address = "198.18.1.3" if group == GROUP else "fd00:1::3"
+    c = lab.agent(hosts["c"], "multicast", group, port, "--interface", c_address)
     d = lab.agent(hosts["d"], "unicast", port)  # on the port, but not a member
     a = lab.agent(hosts["a"], "multicast", group, port, "--interface", "eth0")
     for text, size in (("hello", 5), ("large", 200_000), ("third", 5)):
@@ -260,6 +262,21 @@ def test_leaving_a_group_stops_delivery(lab: Lab) -> None:
     b.do(f"join {GROUP}", "joined")
     a.do("send again", "sent")
     assert b.received() == "again"
+
+
+def test_several_groups_on_one_port(lab: Lab) -> None:
+    hosts = lan(lab, "a", "b")
+    other = "239.255.42.2"
+    both = lab.agent(hosts["b"], "multicast", GROUP, str(PORT), *ETH0)
+    both.do(f"join {other}", "joined")
+    # On the same host, so that the host as a whole has joined both groups:
+    # the endpoint must still get only its own (IP_MULTICAST_ALL is off).
+    first_only = lab.agent(hosts["b"], "multicast", GROUP, str(PORT), *ETH0)
+    sender = lab.agent(hosts["a"], "multicast", GROUP, str(PORT), *ETH0)
+    sender.do(f"sendgroup {other} to-second", "sent")
+    sender.do(f"sendgroup {GROUP} to-first", "sent")
+    assert [both.received(), both.received()] == ["to-second", "to-first"]
+    assert first_only.received() == "to-first"  # the second group's never came
 
 
 def test_loopback_option_decides_what_this_host_hears(lab: Lab) -> None:
@@ -389,13 +406,14 @@ def test_broadcast_reaches_its_subnet_and_stops_at_the_router(lab: Lab) -> None:
     ]:
         ip("-n", namespace, "route", "add", "default", "via", gateway)
     b = lab.agent(hosts["b"], "broadcast", str(PORT))
+    b_again = lab.agent(hosts["b"], "broadcast", str(PORT))  # two listeners on one host
     c = lab.agent(hosts["c"], "broadcast", str(PORT))
     e = lab.agent(far, "broadcast", str(PORT))
     a = lab.agent(hosts["a"], "broadcast", str(PORT))
     subnet = lab.agent(hosts["a"], "broadcast", str(PORT), "--address", "198.18.1.255")
     a.do("send limited", "sent")
     subnet.do("send directed", "sent")
-    for member in (b, c):
+    for member in (b, b_again, c):
         assert sorted(member.received() for _ in range(2)) == ["directed", "limited"]
     a.do(f"sendto 198.18.2.1 {PORT} probe", "sent")
     assert e.received() == "probe"  # routed unicast arrives; the broadcasts did not

@@ -19,6 +19,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -250,7 +251,7 @@ def multicast_socket(
     ttl: int,
     loopback: bool,
 ) -> socket.socket:
-    """A bound UDP socket set up for ``groups`` (not yet joined): address reuse so
+    """A bound UDP socket set up for ``groups`` (not yet joined): a shared port so
     that every listener on this host receives, only the groups it joins
     (IP_MULTICAST_ALL off), the TTL or hop limit, loopback and the outgoing
     interface."""
@@ -265,8 +266,7 @@ def multicast_socket(
     index, local = resolve_interface(family, interface)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _share_port(sock)
         if ipv6:
             _optional(sock, socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
@@ -301,8 +301,7 @@ def broadcast_socket(port: int, interface: str | None) -> socket.socket:
     socket must be, to receive broadcasts), optionally tied to one interface."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _share_port(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if interface is not None:
             if not isinstance(interface, str) or interface not in interface_names():  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -321,6 +320,18 @@ def broadcast_socket(port: int, interface: str | None) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _share_port(sock: socket.socket) -> None:
+    """Let every listener on this host bind the port and get each multicast and
+    broadcast datagram. On Linux SO_REUSEADDR does that; SO_REUSEPORT must not
+    be added there: with it, a 6.x kernel was seen handing a group's datagrams
+    to a socket of the port that had not joined the group, instead of the one
+    that had (tests/test_netns.py::test_several_groups_on_one_port). The BSDs
+    and macOS need SO_REUSEPORT for the sharing."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if not sys.platform.startswith("linux"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
 def _optional(sock: socket.socket, level: int, option: int, value: int) -> None:
