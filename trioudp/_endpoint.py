@@ -28,6 +28,7 @@ import errno
 import logging
 import sys
 from contextlib import asynccontextmanager
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -38,6 +39,7 @@ from ._engine import Engine, Peer, PeerClosed, PeerOpened, encode_topic
 from ._errors import UnreachableError
 from ._message import Message
 from ._multicast import check_priority, priority_cmsg
+from ._sockethook import is_fake
 from ._sockets import (
     AddressBook,
     adopt_socket,
@@ -228,8 +230,18 @@ class _Endpoint(_Receiving):
         self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None
     ) -> None:
         self._sock = sock
-        #: The trio socket around ``sock``: closing it wakes any task waiting on it.
-        self._trio_socket = trio.socket.from_stdlib_socket(sock)
+        #: The trio socket around ``sock``: closing it wakes any task waiting on
+        #: it. A fake network's socket (trioudp.testing) waits by itself.
+        self._trio_socket: trio.socket.SocketType | None = None
+        self._wait_readable: Callable[[], Awaitable[None]]
+        self._wait_writable: Callable[[], Awaitable[None]]
+        if is_fake(sock):
+            fake: Any = sock
+            self._wait_readable, self._wait_writable = fake.wait_readable, fake.wait_writable
+        else:
+            self._trio_socket = trio.socket.from_stdlib_socket(sock)
+            self._wait_readable = partial(trio.lowlevel.wait_readable, sock)
+            self._wait_writable = partial(trio.lowlevel.wait_writable, sock)
         self._config = config
         self._remote = peer_name(sock)
         self._engine = Engine(config, now=trio.current_time(), connected_to=self._remote)
@@ -253,6 +265,8 @@ class _Endpoint(_Receiving):
     def socket(self) -> trio.socket.SocketType:
         """The trio socket, for options trioudp does not set itself. Do not
         receive from it: that would take datagrams from trioudp."""
+        if self._trio_socket is None:
+            raise RuntimeError("an endpoint on a trioudp.testing.FakeNetwork has no real socket")
         return self._trio_socket
 
     @property
@@ -302,7 +316,7 @@ class _Endpoint(_Receiving):
         recvfrom_into = sock.recvfrom_into
         buffer = bytearray(_RECEIVE_BUFFER)
         view = memoryview(buffer)
-        wait_readable = trio.lowlevel.wait_readable
+        wait_readable = self._wait_readable
         checkpoint = trio.lowlevel.checkpoint
         task_status.started()
         while True:
@@ -323,7 +337,7 @@ class _Endpoint(_Receiving):
             if read == RECEIVE_BATCH:
                 await checkpoint()
             else:
-                await wait_readable(sock)
+                await wait_readable()
 
     def _receive_error(self, exc: OSError) -> None:
         if not is_unreachable(exc):
@@ -433,7 +447,7 @@ class _Endpoint(_Receiving):
                     break
                 except BlockingIOError:
                     async with self._send_lock:
-                        await trio.lowlevel.wait_writable(sock)
+                        await self._wait_writable()
                 except OSError as exc:
                     if is_unreachable(exc) and connected:
                         # An earlier datagram's ICMP error, reported on this send; this
@@ -467,7 +481,10 @@ class _Endpoint(_Receiving):
         client = self._engine.client_peer
         if client is not None and isinstance(client.handle, Connection):
             client.handle._close()
-        self._trio_socket.close()
+        if self._trio_socket is not None:
+            self._trio_socket.close()
+        else:
+            self._sock.close()
 
     def statistics(self) -> EndpointStatistics:
         """Totals over every peer this endpoint has known (a snapshot)."""

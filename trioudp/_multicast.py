@@ -21,7 +21,9 @@ import socket
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ._sockethook import is_fake, new_socket
 
 if TYPE_CHECKING:
     from ._message import Address
@@ -183,6 +185,10 @@ def _membership(
     sock: socket.socket, group: str, interface: str | int | None, source: str | None, join: bool
 ) -> None:
     address = multicast_address(group)
+    if is_fake(sock):
+        fake: Any = sock
+        (fake.join if join else fake.leave)(str(address))
+        return
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     index, local = resolve_interface(family, interface)
     level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
@@ -263,9 +269,11 @@ def multicast_socket(
         raise ValueError(f"ttl must be an integer from 0 to 255 (1 stays on the link), got {ttl!r}")
     ipv6 = versions == {6}
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
-    index, local = resolve_interface(family, interface)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = new_socket(family)
+    if is_fake(sock):
+        interface = None  # a fake network has no interfaces to choose from
     try:
+        index, local = resolve_interface(family, interface)
         _share_port(sock)
         if ipv6:
             _optional(sock, socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -299,11 +307,11 @@ def multicast_socket(
 def broadcast_socket(port: int, interface: str | None) -> socket.socket:
     """A UDP socket allowed to broadcast, bound to ``port`` on every address (a
     socket must be, to receive broadcasts), optionally tied to one interface."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = new_socket(socket.AF_INET)
     try:
         _share_port(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        if interface is not None:
+        if interface is not None and not is_fake(sock):
             if not isinstance(interface, str) or interface not in interface_names():  # pyright: ignore[reportUnnecessaryIsInstance]
                 raise _no_interface(interface)
             try:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 
 from ._multicast import set_priority
+from ._sockethook import new_socket
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -71,7 +72,7 @@ async def server_socket(host: str | None, port: int, config: Config) -> stdlib_s
     sockaddr: Any
     if host is None or host == "":
         try:
-            sock = stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+            sock = new_socket(stdlib_socket.AF_INET6)
         except OSError:
             family, sockaddr = stdlib_socket.AF_INET, ("0.0.0.0", port)
         else:
@@ -84,7 +85,7 @@ async def server_socket(host: str | None, port: int, config: Config) -> stdlib_s
                 return _bind(sock, ("::", port), config)
     else:
         family, sockaddr = await _resolve(host, port, flags=stdlib_socket.AI_PASSIVE)
-    return _bind(stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM), sockaddr, config)
+    return _bind(new_socket(family), sockaddr, config)
 
 
 def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_socket.socket:
@@ -112,7 +113,7 @@ async def client_socket(
     """A UDP socket connected to ``host``:``port`` (resolved once, first address)."""
     check_port(port)
     family, sockaddr = await _resolve(host, port)
-    sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+    sock = new_socket(family)
     try:
         configure(sock, config)
         if local_address is not None:
