@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import random
@@ -205,3 +206,45 @@ def test_faults_are_validated() -> None:
         Faults(delay=-1)
     with pytest.raises(ValueError, match="mtu must be a positive number"):
         Faults(mtu=0)
+
+
+@pytest.mark.parametrize("refusals", [1, 3, 50])
+async def test_full_send_buffers_are_waited_out(
+    autojump_clock: trio.testing.MockClock, refusals: int
+) -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER) as server,
+            trioudp.open_udp_connection(*SERVER) as conn,
+        ):
+            network.refuse_sends(refusals)  # EAGAIN: wait until writable
+            start = trio.current_time()
+            await conn.send(b"x" * 3000)  # three fragments
+            with trio.fail_after(1):
+                assert len((await server.receive()).payload) == 3000
+            assert trio.current_time() - start == pytest.approx(refusals * 0.001, abs=1e-6)
+
+
+async def test_no_buffers_backs_off_then_drops(autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER) as server,
+            trioudp.open_udp_connection(*SERVER) as conn,
+        ):
+            network.refuse_sends(3, errno.ENOBUFS)
+            start = trio.current_time()
+            await conn.send(b"after a short wait")
+            assert trio.current_time() - start == pytest.approx(0.001 + 0.002 + 0.004)
+            with trio.fail_after(1):
+                assert (await server.receive()).payload == b"after a short wait"
+            network.refuse_sends(100, errno.ENOBUFS)  # never any buffer: give up
+            start = trio.current_time()
+            await conn.send(b"dropped")
+            assert trio.current_time() - start == pytest.approx(0.511)
+            assert conn.statistics().datagrams_send_dropped == 1
+            network._refusals.clear()
+            await conn.send(b"fine again")
+            with trio.fail_after(1):
+                assert (await server.receive()).payload == b"fine again"

@@ -156,13 +156,13 @@ def malformed_frames() -> list[tuple[str, bytes, bool]]:
         cases.append((f"fragment byte {position} flipped", bytes(damaged), True))
     for field_offset, width in ((4, 8), (12, 4)):
         for value in (0, 1, 2 ** (8 * width) - 1):
-            body = bytearray(good[:-4])
-            body[field_offset : field_offset + width] = value.to_bytes(width, "big")
+            changed = bytearray(good[:-4])
+            changed[field_offset : field_offset + width] = value.to_bytes(width, "big")
             # Valid frames, but the CRC no longer matches once a field changes.
             cases.append(
                 (
                     f"field at {field_offset} = {value} with a stale CRC",
-                    bytes(body) + good[-4:],
+                    bytes(changed) + good[-4:],
                     True,
                 )
             )

@@ -70,6 +70,9 @@ logger = logging.getLogger("trioudp")
 RECEIVE_BATCH = 128
 #: Datagrams of one message sent before ``send()`` lets other tasks run.
 SEND_BATCH = 16
+#: ENOBUFS back-off: the first wait, doubled up to the last (about 0.5 s in all).
+NOBUFS_FIRST_WAIT = 0.001
+NOBUFS_LAST_WAIT = 0.256
 _RECEIVE_BUFFER = 65536
 
 
@@ -436,6 +439,7 @@ class _Endpoint(_Receiving):
         address = peer.address
         connected = address == self._remote
         for index, datagram in enumerate(datagrams, 1):
+            backoff = NOBUFS_FIRST_WAIT
             while True:
                 try:
                     if marking:
@@ -453,6 +457,16 @@ class _Endpoint(_Receiving):
                         # An earlier datagram's ICMP error, reported on this send; this
                         # datagram was not sent, so note the error and send it again.
                         self._receive_error(exc)
+                        continue
+                    if exc.errno == errno.ENOBUFS:
+                        # The kernel is out of buffers and says nothing when it has
+                        # some again: back off, then give the datagram up as a full
+                        # router would. Never a busy loop.
+                        if backoff > NOBUFS_LAST_WAIT:
+                            self._engine.count_send_dropped(peer)
+                            break
+                        await trio.sleep(backoff)
+                        backoff *= 2
                         continue
                     raise self._send_error(exc, len(datagram), address) from exc
             if index % SEND_BATCH == 0:

@@ -618,6 +618,11 @@ class Engine:
             raise ValueError("raw mode (framing=False) has no topics to subscribe to")
         self.topics = None if topics is None else frozenset(map(encode_topic, topics))
 
+    def count_send_dropped(self, peer: Peer) -> None:
+        """The kernel had no buffer for a datagram to ``peer``, even after backing
+        off; it was dropped."""
+        peer.counters.datagrams_send_dropped += 1
+
     def count_unreachable(self, peer: Peer | None) -> None:
         """The kernel reported an ICMP error (for ``peer`` if it knows which)."""
         (self._own if peer is None else peer.counters).unreachable_errors += 1

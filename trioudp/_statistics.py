@@ -58,6 +58,7 @@ class Counters:
     messages_sent: int = 0
     unreachable_errors: int = 0
     session_changes: int = 0
+    datagrams_send_dropped: int = 0
 
     def add(self, other: Counters, names: tuple[str, ...] | None = None) -> None:
         """Add ``other``'s counters (only ``names``, if given) to these."""
@@ -128,6 +129,9 @@ class PeerStatistics:
     """ICMP errors (port or host unreachable) reported by the kernel."""
     session_changes: int
     """Times the peer started a new session (restarted) while known."""
+    datagrams_send_dropped: int
+    """Datagrams to send that the kernel had no buffer for (ENOBUFS) even after
+    about half a second of backing off; dropped, as a full router would."""
 
     @property
     def datagrams_accounted(self) -> int:

@@ -141,6 +141,7 @@ class FakeNetwork:
         self._bound: dict[tuple[str, int], list[FakeSocket]] = {}
         self._ports = itertools.count(40000)
         self._order = itertools.count()
+        self._refusals: list[int] = []
         self.statistics = NetworkStatistics()
 
     @contextmanager
@@ -159,6 +160,12 @@ class FakeNetwork:
         ``destination`` (None: any), in place of the network's default."""
         self._faults[(source, destination)] = faults
         self._links.clear()
+
+    def refuse_sends(self, count: int, error: int = errno.EAGAIN) -> None:
+        """Make the next ``count`` sends (from any socket) fail with ``error``, as
+        a kernel does when its buffers are full: EAGAIN (the socket becomes
+        writable again a millisecond later) or ENOBUFS (no word when)."""
+        self._refusals.extend([error] * count)
 
     def socket(self, family: int = socket.AF_INET) -> FakeSocket:
         return FakeSocket(self, family)
@@ -294,6 +301,7 @@ class FakeSocket:
         self.shared = False
         self._queue: list[tuple[float, int, bytes, FakeSocket]] = []
         self._error: OSError | None = None
+        self._writable_at = -math.inf
         self._changed = trio.Event()
         self._closed = False
 
@@ -356,6 +364,13 @@ class FakeSocket:
 
     def sendto(self, data: Buffer, address: Any) -> int:
         self._check_open()
+        refusals = self._network._refusals
+        if refusals:
+            error = refusals.pop(0)
+            if error == errno.EAGAIN:
+                self._writable_at = trio.current_time() + 0.001
+                raise BlockingIOError(error, "Resource temporarily unavailable")
+            raise OSError(error, "No buffer space available")
         payload = bytes(data)
         self._network._transmit(self, payload, address)
         return len(payload)
@@ -406,7 +421,10 @@ class FakeSocket:
 
     async def wait_writable(self) -> None:
         self._check_open()
-        await trio.lowlevel.checkpoint()
+        if self._writable_at > trio.current_time():
+            await trio.sleep_until(self._writable_at)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
         if not self._closed:
