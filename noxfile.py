@@ -87,6 +87,22 @@ def netns(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[1])
+def soak(session: nox.Session) -> None:
+    """The floods at full size (10^5 spoofed peers, 10^6 garbage datagrams,
+    10^4 open/close cycles ...), and the decoder fuzzing at 10,000 examples.
+    Not a default session: it takes minutes."""
+    session.install(".", *TEST_REQUIREMENTS)
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        "tests/test_floods.py",
+        "tests/test_malformed.py",
+        *session.posargs,
+        env={"TRIOUDP_SOAK": "1", "CI": "1"},
+    )
+
+
+@nox.session(python=PYTHONS[1])
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.6")

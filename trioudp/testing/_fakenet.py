@@ -167,6 +167,18 @@ class FakeNetwork:
         writable again a millisecond later) or ENOBUFS (no word when)."""
         self._refusals.extend([error] * count)
 
+    def inject(
+        self, payload: Buffer, source: tuple[str, int], destination: tuple[str, int]
+    ) -> None:
+        """Deliver ``payload`` to ``destination`` now, as if from ``source`` (which
+        need not exist: a spoofed address), past every fault. For floods and
+        forgeries in tests."""
+        receivers = self._receivers(destination[0], destination[1], socket.AF_INET)
+        data = bytes(payload)
+        now = trio.current_time()
+        for receiver in receivers:
+            receiver._arrive(now, next(self._order), data, (source[0], source[1]))
+
     def socket(self, family: int = socket.AF_INET) -> FakeSocket:
         return FakeSocket(self, family)
 
@@ -279,7 +291,7 @@ class FakeNetwork:
                 payload = bytes(damaged)
             for receiver in receivers:
                 stats.delivered += 1
-                receiver._arrive(arrives, next(self._order), payload, sender)
+                receiver._arrive(arrives, next(self._order), payload, sender.name)
 
 
 _WILDCARDS = {"", "0.0.0.0", "::"}
@@ -299,7 +311,7 @@ class FakeSocket:
         self.peer: Any = None
         self.groups: set[str] = set()
         self.shared = False
-        self._queue: list[tuple[float, int, bytes, FakeSocket]] = []
+        self._queue: list[tuple[float, int, bytes, tuple[str, int]]] = []
         self._error: OSError | None = None
         self._writable_at = -math.inf
         self._changed = trio.Event()
@@ -393,19 +405,17 @@ class FakeSocket:
         queue = self._queue
         now = trio.current_time()
         while queue and queue[0][0] <= now:
-            _arrives, _order, payload, sender = heapq.heappop(queue)
-            if self.peer is not None and not self._from_peer(sender):
+            _arrives, _order, payload, source = heapq.heappop(queue)
+            if self.peer is not None and not self._from_peer(source):
                 continue  # a connected socket takes datagrams from its peer only
             size = min(len(payload), len(buffer))
             buffer[:size] = payload[:size]
-            assert sender.name is not None
-            return size, self._form(*sender.name)
+            return size, self._form(*source)
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
-    def _from_peer(self, sender: FakeSocket) -> bool:
-        assert sender.name is not None
+    def _from_peer(self, source: tuple[str, int]) -> bool:
         host, port = str(self.peer[0]), int(self.peer[1])
-        return port == sender.name[1] and host.removeprefix("::ffff:") == sender.name[0]
+        return port == source[1] and host.removeprefix("::ffff:") == source[0]
 
     async def wait_readable(self) -> None:
         while True:
@@ -437,8 +447,8 @@ class FakeSocket:
 
     # -- the network's side ---------------------------------------------------------
 
-    def _arrive(self, arrives: float, order: int, payload: bytes, sender: FakeSocket) -> None:
-        heapq.heappush(self._queue, (arrives, order, payload, sender))
+    def _arrive(self, arrives: float, order: int, payload: bytes, source: tuple[str, int]) -> None:
+        heapq.heappush(self._queue, (arrives, order, payload, source))
         self._wake()
 
     def _fail(self, error: OSError) -> None:
