@@ -1,5 +1,7 @@
 """Tools for testing trioudp code: a fake, seeded, faulty UDP network."""
 
+from ._chaos import ChaosProxy as ChaosProxy
+from ._chaos import open_chaos_proxy as open_chaos_proxy
 from ._fakenet import CLEAN as CLEAN
 from ._fakenet import HARSH as HARSH
 from ._fakenet import MODERATE as MODERATE
@@ -11,6 +13,7 @@ from ._fakenet import NetworkStatistics as NetworkStatistics
 
 __all__ = [
     "CLEAN",
+    "ChaosProxy",
     "HARSH",
     "MODERATE",
     "STRESS",
@@ -18,4 +21,5 @@ __all__ = [
     "FakeSocket",
     "Faults",
     "NetworkStatistics",
+    "open_chaos_proxy",
 ]

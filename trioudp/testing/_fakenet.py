@@ -124,10 +124,64 @@ class NetworkStatistics:
 
 @attrs.define(eq=False)
 class _Link:
+    """One direction between two hosts: its faults and their state."""
+
     faults: Faults
     bad: bool = False
     tokens: float = 0.0
     refilled: float = -math.inf
+
+    def admit(self, data: bytes, now: float, rng: random.Random, stats: NetworkStatistics) -> bool:
+        """Whether ``data`` survives the MTU, the rate limit and loss; raises
+        EMSGSIZE for an MTU that refuses at once."""
+        faults = self.faults
+        stats.sent += 1
+        if faults.mtu is not None and len(data) > faults.mtu:
+            if faults.mtu_error:
+                stats.sent -= 1
+                raise OSError(errno.EMSGSIZE, "Message too long")
+            stats.too_big += 1
+            return False
+        if faults.rate is not None:
+            self.tokens = min(faults.rate, self.tokens + (now - self.refilled) * faults.rate)
+            self.refilled = now
+            if self.tokens < len(data):
+                stats.over_rate += 1
+                return False
+            self.tokens -= len(data)
+        if faults.burst_start:
+            self.bad = (
+                rng.random() >= faults.burst_end if self.bad else rng.random() < faults.burst_start
+            )
+        if self.bad or rng.random() < faults.loss:
+            stats.lost += 1
+            return False
+        return True
+
+    def copies(
+        self, data: bytes, now: float, rng: random.Random, stats: NetworkStatistics
+    ) -> list[tuple[float, bytes]]:
+        """When each copy of an admitted datagram arrives, and as what: one copy,
+        or two if duplicated; delayed, maybe reordered, maybe damaged."""
+        faults = self.faults
+        result: list[tuple[float, bytes]] = []
+        for _ in range(2 if rng.random() < faults.duplicate else 1):
+            arrives = now + faults.delay + rng.uniform(0, faults.jitter)
+            if rng.random() < faults.reorder:
+                arrives += rng.uniform(0, faults.reorder_delay)
+                stats.reordered += 1
+            payload = data
+            if payload and rng.random() < faults.corrupt:
+                stats.corrupted += 1
+                damaged = bytearray(payload)
+                if rng.random() < 0.25:
+                    del damaged[rng.randrange(len(damaged)) :]
+                else:
+                    damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+                payload = bytes(damaged)
+            result.append((arrives, payload))
+        stats.duplicated += len(result) - 1
+        return result
 
 
 class FakeNetwork:
@@ -240,57 +294,19 @@ class FakeNetwork:
         if sender.name is None:
             sender._autobind()
         assert sender.name is not None
-        stats = self.statistics
-        stats.sent += 1
-        source = sender.name[0]
-        link = self._link(source, host)
-        faults = link.faults
-        if faults.mtu is not None and len(data) > faults.mtu:
-            if faults.mtu_error:
-                stats.sent -= 1
-                raise OSError(errno.EMSGSIZE, "Message too long")
-            stats.too_big += 1
-            return
+        link = self._link(sender.name[0], host)
         now = trio.current_time()
-        if faults.rate is not None:
-            link.tokens = min(faults.rate, link.tokens + (now - link.refilled) * faults.rate)
-            link.refilled = now
-            if link.tokens < len(data):
-                stats.over_rate += 1
-                return
-            link.tokens -= len(data)
-        rng = self._random
-        if faults.burst_start:
-            link.bad = (
-                rng.random() >= faults.burst_end if link.bad else rng.random() < faults.burst_start
-            )
-        if link.bad or rng.random() < faults.loss:
-            stats.lost += 1
+        if not link.admit(data, now, self._random, self.statistics):
             return
         receivers = self._receivers(host, port, sender.family)
         if not receivers:
-            stats.unreachable += 1
+            self.statistics.unreachable += 1
             if sender.peer is not None:  # a connected socket hears of the ICMP error
                 sender._fail(OSError(errno.ECONNREFUSED, "Connection refused"))
             return
-        copies = 2 if rng.random() < faults.duplicate else 1
-        stats.duplicated += copies - 1
-        for _ in range(copies):
-            arrives = now + faults.delay + rng.uniform(0, faults.jitter)
-            if rng.random() < faults.reorder:
-                arrives += rng.uniform(0, faults.reorder_delay)
-                stats.reordered += 1
-            payload = data
-            if payload and rng.random() < faults.corrupt:
-                stats.corrupted += 1
-                damaged = bytearray(payload)
-                if rng.random() < 0.25:
-                    del damaged[rng.randrange(len(damaged)) :]
-                else:
-                    damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
-                payload = bytes(damaged)
+        for arrives, payload in link.copies(data, now, self._random, self.statistics):
             for receiver in receivers:
-                stats.delivered += 1
+                self.statistics.delivered += 1
                 receiver._arrive(arrives, next(self._order), payload, sender.name)
 
 
