@@ -399,7 +399,7 @@ def test_mixed_garbage_and_frames_keep_the_accounting_identity(datagrams: list[b
 
 def test_statistics_fields_are_the_counters_and_pending() -> None:
     names = [field.name for field in attrs.fields(PeerStatistics)]
-    assert names == [*COUNTERS[:13], "datagrams_pending", *COUNTERS[13:]]
+    assert names == [*COUNTERS[:14], "datagrams_pending", *COUNTERS[14:]]
     assert set(OUTCOMES) < set(COUNTERS)
 
 

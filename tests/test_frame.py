@@ -148,7 +148,8 @@ def fragment(length: int, index: int, count: int, payload: bytes) -> bytes:
     [
         (seal(header(version=2) + b"x"), "version"),
         (seal(header(version=0) + b"x"), "version"),
-        (seal(header(flags=0x08) + b"x"), "flag"),
+        (seal(header(flags=0x10) + b"x"), "flag"),
+        (seal(header(flags=0x08) + b"x"), "a key this endpoint does not have"),
         (seal(header(flags=0x80) + b"x"), "flag"),
         (seal(header(flags=FLAG_TOPIC)), "topic length missing"),
         (seal(header(flags=FLAG_TOPIC) + b"\x00abc"), "topic length missing, zero"),

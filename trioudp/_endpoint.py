@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+import time
 from contextlib import asynccontextmanager
 from functools import partial
 from types import MappingProxyType
@@ -35,8 +36,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from ._config import Config, make_config
-from ._engine import Engine, Peer, PeerClosed, PeerOpened, encode_topic
+from ._engine import (
+    Engine,
+    Peer,
+    PeerClosed,
+    PeerOpened,
+    encode_topic,
+    keyed_session_id,
+    random_session_id,
+)
 from ._errors import UnreachableError
+from ._frame import KEY_SIZES
 from ._message import Message
 from ._multicast import check_priority, priority_cmsg
 from ._sockethook import is_fake
@@ -221,16 +231,25 @@ class _Endpoint(_Receiving):
     """One socket, its engine and its tasks."""
 
     def __init__(
-        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None = None
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        topics: Iterable[str] | None = None,
+        *,
+        key: bytes | None = None,
     ) -> None:
         try:
-            self._setup(sock, config, topics)
+            self._setup(sock, config, topics, key)
         except BaseException:
             sock.close()
             raise
 
     def _setup(
-        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        topics: Iterable[str] | None,
+        key: bytes | None,
     ) -> None:
         self._sock = sock
         #: The trio socket around ``sock``: closing it wakes any task waiting on
@@ -247,7 +266,15 @@ class _Endpoint(_Receiving):
             self._wait_writable = partial(trio.lowlevel.wait_writable, sock)
         self._config = config
         self._remote = peer_name(sock)
-        self._engine = Engine(config, now=trio.current_time(), connected_to=self._remote)
+        if key is not None and not config.framing:
+            raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
+        self._engine = Engine(
+            config,
+            now=trio.current_time(),
+            connected_to=self._remote,
+            key=key,
+            new_session_id=random_session_id if key is None else _keyed_session_id,
+        )
         self._addresses = AddressBook(sock.family)
         self._connections: dict[Address, Connection] = {}
         self._shared: _Inbox | None = None
@@ -509,9 +536,14 @@ class _Serving(_Endpoint):
     """An endpoint for any number of peers, with a shared receive channel."""
 
     def __init__(
-        self, sock: stdlib_socket.socket, config: Config, topics: Iterable[str] | None = None
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        topics: Iterable[str] | None = None,
+        *,
+        key: bytes | None = None,
     ) -> None:
-        super().__init__(sock, config, topics)
+        super().__init__(sock, config, topics, key=key)
         self._shared = _Inbox(self._engine, config)
 
     def _inbox(self) -> _Inbox:
@@ -663,6 +695,26 @@ class Connection(_Receiving):
             self._own.close()
 
 
+def check_key(key: Buffer | None) -> bytes | None:
+    """The ``key=`` of an ``open_*`` call, checked."""
+    if key is None:
+        return None
+    try:
+        secret = bytes(key)
+    except TypeError:
+        raise TypeError(f"key must be bytes, got {type(key).__name__}") from None
+    if len(secret) not in KEY_SIZES:
+        raise ValueError(
+            f"key must be {KEY_SIZES.start} to {KEY_SIZES.stop - 1} bytes, got {len(secret)}: "
+            f"a random secret shared by both ends, such as secrets.token_bytes(32)"
+        )
+    return secret
+
+
+def _keyed_session_id() -> int:
+    return keyed_session_id(time.time())
+
+
 def _topics(topics: Iterable[str]) -> list[str]:
     if isinstance(topics, str):
         raise TypeError(f"topics is a collection of strings; for one topic pass [{topics!r}]")
@@ -713,6 +765,7 @@ async def open_udp_server(
     port: int,
     *,
     topics: Iterable[str] | None = None,
+    key: Buffer | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:
@@ -721,12 +774,14 @@ async def open_udp_server(
     ``host`` None or ``""`` binds every interface (IPv4 and IPv6 where the system
     allows one socket for both); port 0 picks a free port (see
     ``server.local_address``). ``topics`` subscribes to just those topics (see
-    ``subscriptions``). Options are :class:`Config`'s fields, as keywords or as
+    ``subscriptions``). ``key`` (16 to 64 secret bytes shared by every peer)
+    authenticates every frame; frames without it are dropped. Options are :class:`Config`'s fields, as keywords or as
     ``config=``. Leaving the block stops the server's tasks and closes its
     socket; an error in them is raised here.
     """
     chosen = make_config(config, options)
-    server = UDPServer(await server_socket(host, port, chosen), chosen, topics)
+    secret = check_key(key)
+    server = UDPServer(await server_socket(host, port, chosen), chosen, topics, key=secret)
     async with _running(server):
         yield server
 
@@ -738,6 +793,7 @@ async def open_udp_connection(
     *,
     local_address: tuple[str, int] | None = None,
     topics: Iterable[str] | None = None,
+    key: Buffer | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[Connection, None]:
@@ -747,7 +803,10 @@ async def open_udp_connection(
     ``local_address`` binds the local end first. Leaving the block closes it.
     """
     chosen = make_config(config, options)
-    endpoint = _Endpoint(await client_socket(host, port, local_address, chosen), chosen, topics)
+    secret = check_key(key)
+    endpoint = _Endpoint(
+        await client_socket(host, port, local_address, chosen), chosen, topics, key=secret
+    )
     connection = endpoint._connections[endpoint._remote]  # type: ignore[index]
     connection._claim()
     async with _running(endpoint):
@@ -759,6 +818,7 @@ async def from_socket(
     sock: stdlib_socket.socket | trio.socket.SocketType,
     *,
     topics: Iterable[str] | None = None,
+    key: Buffer | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:
@@ -766,6 +826,7 @@ async def from_socket(
     ``adoptDatagramPort``; a socket inherited from systemd). trioudp takes it over
     and closes it when the block ends; pass ``sock.dup()`` to keep your own."""
     chosen = make_config(config, options)
-    server = UDPServer(adopt_socket(sock), chosen, topics)
+    secret = check_key(key)
+    server = UDPServer(adopt_socket(sock), chosen, topics, key=secret)
     async with _running(server):
         yield server

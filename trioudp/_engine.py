@@ -90,6 +90,13 @@ def random_session_id() -> int:
     return secrets.randbits(64)
 
 
+def keyed_session_id(seconds: float) -> int:
+    """A session id for an endpoint with a key: the wall-clock second it was
+    made in the top 32 bits (authenticated with every frame), 32 random bits
+    below. Receivers refuse a unicast session older than the one they have."""
+    return (int(seconds) & 0xFFFFFFFF) << 32 | secrets.randbits(32)
+
+
 class PeerOpened(NamedTuple):
     """A new peer: the trio layer makes its Connection."""
 
@@ -211,8 +218,11 @@ class Engine:
         now: float,
         connected_to: Address | None = None,
         new_session_id: Callable[[], int] = random_session_id,
+        key: bytes | None = None,
     ) -> None:
         self.config = config
+        #: The shared key that authenticates every frame, if any.
+        self.key = key
         self.framing = config.framing
         self._new_session_id = new_session_id
         self.peers: dict[Address, Peer] = {}
@@ -260,13 +270,15 @@ class Engine:
             self._events.append(Message(bytes(data), address, None, "", peer, 1))
             return
         try:
-            frame = decode_frame_untrusted(data)
+            frame = decode_frame_untrusted(data, self.key)
         except BadFrame as exc:
             counters = self._own if peer is None else peer.counters
             counters.datagrams_received += 1
             counters.bytes_received += size
             if exc.crc:
                 counters.datagrams_crc_error += 1
+            elif exc.auth:
+                counters.datagrams_unauthenticated += 1
             else:
                 counters.datagrams_malformed += 1
             return
@@ -334,7 +346,14 @@ class Engine:
             and stream is not None
             and session != stream.session
             and session not in peer.retired
+            and not self._older(session, stream.session)
         )
+
+    def _older(self, session: int, current: int) -> bool:
+        """With a key, session ids start with the second they were made (see
+        keyed_session_id), so an authenticated session older than the current
+        one is a recording played back: refused as stale."""
+        return self.key is not None and session >> 32 < current >> 32
 
     def _stream(
         self, peer: Peer, group: bool, session: int, sequence: int, now: float
@@ -355,7 +374,9 @@ class Engine:
             return stream
         stream = peer.unicast
         if stream is None or stream.session != session:
-            if session in peer.retired:
+            if session in peer.retired or (
+                stream is not None and self._older(session, stream.session)
+            ):
                 peer.counters.datagrams_stale_session += 1
                 return None
             if stream is not None:  # a client's peer restarted
@@ -590,6 +611,7 @@ class Engine:
                 config.max_datagram_size,
                 topic=encode_topic(topic),
                 group=group,
+                key=self.key,
             )
             peer.send_sequence = (peer.send_sequence + 1) & 0xFFFFFFFF
             if group:

@@ -5,7 +5,7 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     offset  size  field
     0       2     magic, the bytes "tU" (0x74 0x55)
     2       1     version, 1
-    3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP; the rest must be 0
+    3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP, 0x08 AUTH; the rest 0
     4       8     session id, random per sender and destination
     12      4     sequence number of the message, wraps at 2**32
     -- only when FRAGMENT is set:
@@ -17,7 +17,8 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     +1      n     topic, UTF-8
     -- then:
     ...     n     payload (the message, or this fragment of it)
-    end-4   4     CRC32C (Castagnoli) of every byte before it
+    end-4   4     CRC32C (Castagnoli) of every byte before it, or with AUTH:
+    end-16  16    BLAKE2b-128 keyed with the shared key, of every byte before it
 
 GROUP marks a frame sent to a multicast or broadcast address. All integers are
 big-endian. Decoding follows the rule at the top of trio's ``_dtls.py``: a
@@ -28,11 +29,15 @@ may raise ``BadFrame`` and nothing else, whatever the bytes are.
 from __future__ import annotations
 
 import struct
+from hashlib import blake2b
+from hmac import compare_digest
 from typing import TYPE_CHECKING, NamedTuple
 
 from crc32c import crc32c
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from typing_extensions import Buffer
 
 MAGIC = b"tU"
@@ -40,7 +45,12 @@ VERSION = 1
 FLAG_FRAGMENT = 0x01
 FLAG_TOPIC = 0x02
 FLAG_GROUP = 0x04
-KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP
+FLAG_AUTH = 0x08
+KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP | FLAG_AUTH
+#: Bytes of the BLAKE2b tag that replaces the CRC32C on authenticated frames.
+TAG_SIZE = 16
+#: Key lengths BLAKE2b takes.
+KEY_SIZES = range(16, 65)
 MAX_TOPIC = 255
 
 _HEADER = struct.Struct("!2sBBQI")
@@ -59,12 +69,14 @@ SEQUENCE_MODULUS = 2**32
 
 
 class BadFrame(Exception):
-    """Bytes that are not a valid frame. ``crc`` tells a checksum mismatch apart
-    from every other fault (which statistics count as malformed)."""
+    """Bytes that are not a valid frame. ``crc`` marks a checksum mismatch and
+    ``auth`` a frame that failed (or lacked) authentication; statistics count
+    every other fault as malformed."""
 
-    def __init__(self, reason: str, *, crc: bool = False) -> None:
+    def __init__(self, reason: str, *, crc: bool = False, auth: bool = False) -> None:
         super().__init__(reason)
         self.crc = crc
+        self.auth = auth
 
 
 class Frame(NamedTuple):
@@ -82,9 +94,9 @@ class Frame(NamedTuple):
     group: bool
 
 
-def decode_frame_untrusted(data: Buffer) -> Frame:
+def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
     """Decode one datagram. Raises BadFrame, and only BadFrame, if it is not a
-    valid frame."""
+    valid frame. With a ``key`` only frames authenticated with it are valid."""
     view = data if type(data) is memoryview else memoryview(data)
     size = view.nbytes
     if view.ndim != 1 or view.itemsize != 1:
@@ -96,10 +108,22 @@ def decode_frame_untrusted(data: Buffer) -> Frame:
         raise BadFrame("wrong magic bytes: not a trioudp frame")
     if version != VERSION:
         raise BadFrame(f"unsupported frame version {version}")
-    end = size - CRC_SIZE
-    (checksum,) = _CRC.unpack_from(view, end)
-    if crc32c(view[:end]) != checksum:
-        raise BadFrame("CRC32C mismatch", crc=True)
+    if key is not None:
+        if not flags & FLAG_AUTH:
+            raise BadFrame("not authenticated, and this endpoint has a key", auth=True)
+        end = size - TAG_SIZE
+        if end < HEADER_SIZE:
+            raise BadFrame(f"{size} bytes is too short for an authenticated frame", auth=True)
+        expected = blake2b(view[:end], key=key, digest_size=TAG_SIZE).digest()
+        if not compare_digest(expected, view[end:]):
+            raise BadFrame("authentication tag mismatch: forged, damaged or another key", auth=True)
+    elif flags & FLAG_AUTH:
+        raise BadFrame("authenticated with a key this endpoint does not have", auth=True)
+    else:
+        end = size - CRC_SIZE
+        (checksum,) = _CRC.unpack_from(view, end)
+        if crc32c(view[:end]) != checksum:
+            raise BadFrame("CRC32C mismatch", crc=True)
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
     offset = HEADER_SIZE
@@ -140,6 +164,13 @@ def _seal(body: bytes) -> bytes:
     return body + _CRC.pack(crc32c(body))
 
 
+def _signer(key: bytes) -> Callable[[bytes], bytes]:
+    def sign(body: bytes) -> bytes:
+        return body + blake2b(body, key=key, digest_size=TAG_SIZE).digest()
+
+    return sign
+
+
 def encode_message(
     session: int,
     sequence: int,
@@ -148,21 +179,29 @@ def encode_message(
     *,
     topic: bytes = b"",
     group: bool = False,
+    key: bytes | None = None,
 ) -> list[bytes]:
     """The datagrams that carry one message: one frame if it fits in
-    ``max_datagram_size`` bytes, otherwise fragments of at most that size."""
+    ``max_datagram_size`` bytes, otherwise fragments of at most that size. With
+    a ``key`` each frame ends in a BLAKE2b tag instead of a CRC32C."""
     view = memoryview(payload)
     length = view.nbytes
     flags = FLAG_GROUP if group else 0
+    seal = _seal
+    trailer = 0
+    if key is not None:
+        flags |= FLAG_AUTH
+        seal = _signer(key)
+        trailer = TAG_SIZE - CRC_SIZE
     extra = b""
     if topic:
         if len(topic) > MAX_TOPIC:
             raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(topic)}")
         flags |= FLAG_TOPIC
         extra = bytes((len(topic),)) + topic
-    if length + OVERHEAD + len(extra) <= max_datagram_size:
-        return [_seal(_HEADER.pack(MAGIC, VERSION, flags, session, sequence) + extra + view)]
-    chunk = max_datagram_size - FRAGMENT_OVERHEAD - len(extra)
+    if length + OVERHEAD + trailer + len(extra) <= max_datagram_size:
+        return [seal(_HEADER.pack(MAGIC, VERSION, flags, session, sequence) + extra + view)]
+    chunk = max_datagram_size - FRAGMENT_OVERHEAD - trailer - len(extra)
     if chunk < 1:
         raise ValueError(f"a {len(topic)}-byte topic leaves no room in {max_datagram_size} bytes")
     count = -(-length // chunk)
@@ -174,7 +213,7 @@ def encode_message(
     header = _HEADER.pack(MAGIC, VERSION, flags | FLAG_FRAGMENT, session, sequence)
     pack = _FRAGMENT_HEADER.pack
     return [
-        _seal(
+        seal(
             header + pack(length, index, count) + extra + view[index * chunk : (index + 1) * chunk]
         )
         for index in range(count)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import make_config
-from ._endpoint import _running, _Serving
+from ._endpoint import _running, _Serving, check_key
 from ._multicast import (
     broadcast_socket,
     group_destination,
@@ -66,8 +66,9 @@ class MulticastEndpoint(_Group):
         *,
         port: int,
         interface: str | int | None,
+        key: bytes | None = None,
     ) -> None:
-        super().__init__(sock, config, topics)
+        super().__init__(sock, config, topics, key=key)
         self._port = port
         self._interface = interface
         self._memberships: list[tuple[str, str | None]] = []
@@ -126,8 +127,9 @@ class BroadcastEndpoint(_Group):
         topics: Iterable[str] | None,
         *,
         destination: Address,
+        key: bytes | None = None,
     ) -> None:
-        super().__init__(sock, config, topics)
+        super().__init__(sock, config, topics, key=key)
         self._destination = destination
 
     @property
@@ -146,6 +148,7 @@ async def open_multicast(
     ttl: int = 1,
     loopback: bool = True,
     topics: Iterable[str] | None = None,
+    key: Buffer | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[MulticastEndpoint, None]:
@@ -158,8 +161,10 @@ async def open_multicast(
     sender's datagrams, RFC 4607). ``ttl`` is the IPv4 TTL or IPv6 hop limit:
     1, the default, keeps datagrams on the local network (RFC 1112).
     ``loopback`` lets other listeners on this host get what this one sends
-    (never this endpoint itself). Options are :class:`Config`'s fields.
+    (never this endpoint itself). ``key`` authenticates every frame (see
+    :func:`open_udp_server`). Options are :class:`Config`'s fields.
     """
+    secret = check_key(key)
     groups = [group] if isinstance(group, str) else list(group)
     if not groups:
         raise ValueError("open_multicast() needs at least one group")
@@ -171,7 +176,7 @@ async def open_multicast(
     except BaseException:
         sock.close()
         raise
-    endpoint = MulticastEndpoint(sock, chosen, topics, port=port, interface=interface)
+    endpoint = MulticastEndpoint(sock, chosen, topics, port=port, interface=interface, key=secret)
     try:
         for each in groups:
             endpoint.join(each, source=source)
@@ -189,6 +194,7 @@ async def open_broadcast(
     address: str = "255.255.255.255",
     interface: str | None = None,
     topics: Iterable[str] | None = None,
+    key: Buffer | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[BroadcastEndpoint, None]:
@@ -200,6 +206,7 @@ async def open_broadcast(
     are :class:`Config`'s fields.
     """
     check_port(port)
+    secret = check_key(key)
     if address == "<broadcast>":  # Twisted's and the socket module's spelling
         address = "255.255.255.255"
     try:
@@ -217,6 +224,8 @@ async def open_broadcast(
         sock.close()
         raise
     bound_port = sock.getsockname()[1]
-    endpoint = BroadcastEndpoint(sock, chosen, topics, destination=(address, port or bound_port))
+    endpoint = BroadcastEndpoint(
+        sock, chosen, topics, destination=(address, port or bound_port), key=secret
+    )
     async with _running(endpoint):
         yield endpoint

@@ -8,7 +8,7 @@ buffer::
         + datagrams_late + datagrams_crc_error + datagrams_malformed
         + datagrams_stale_session + datagrams_reassembly_expired
         + datagrams_over_limit + datagrams_overflow_dropped + datagrams_filtered
-        + datagrams_own + datagrams_pending
+        + datagrams_own + datagrams_unauthenticated + datagrams_pending
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ OUTCOMES = (
     "datagrams_overflow_dropped",
     "datagrams_filtered",
     "datagrams_own",
+    "datagrams_unauthenticated",
 )
 
 
@@ -50,6 +51,7 @@ class Counters:
     datagrams_overflow_dropped: int = 0
     datagrams_filtered: int = 0
     datagrams_own: int = 0
+    datagrams_unauthenticated: int = 0
     messages_delivered: int = 0
     messages_lost: int = 0
     messages_overflow_dropped: int = 0
@@ -110,6 +112,10 @@ class PeerStatistics:
     """Datagrams of messages whose topic this endpoint is not subscribed to."""
     datagrams_own: int
     """This endpoint's own multicast or broadcast datagrams, looped back to it."""
+    datagrams_unauthenticated: int
+    """Datagrams refused by authentication: no tag while this endpoint has a
+    key, a tag that does not match it (forged, damaged, another key), or a tag
+    this endpoint has no key for."""
     datagrams_pending: int
     """Datagrams held right now in reassembly or reorder buffers."""
     messages_delivered: int

@@ -1,0 +1,151 @@
+"""Authentication: key= puts a BLAKE2b tag on every frame."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp import Config, Message
+from trioudp._engine import Engine
+from trioudp._frame import TAG_SIZE, BadFrame, decode_frame_untrusted, encode_message
+from trioudp.testing import FakeNetwork
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+SERVER = ("10.0.0.1", 5000)
+A = ("10.0.0.2", 6000)
+
+
+def session(epoch: int, low: int = 1) -> int:
+    return epoch << 32 | low
+
+
+def test_tag_round_trip_and_every_bit_flip_is_refused() -> None:
+    (frame,) = encode_message(session(100), 5, b"signed payload", 1200, key=KEY)
+    assert len(frame) == 16 + len(b"signed payload") + TAG_SIZE
+    decoded = decode_frame_untrusted(frame, KEY)
+    assert (bytes(decoded.payload), decoded.sequence) == (b"signed payload", 5)
+    for bit in range(len(frame) * 8):
+        damaged = bytearray(frame)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(BadFrame):
+            decode_frame_untrusted(bytes(damaged), KEY)
+
+
+@pytest.mark.parametrize(
+    ("frame_key", "receiver_key", "reason"),
+    [
+        (None, KEY, "not authenticated"),
+        (OTHER_KEY, KEY, "tag mismatch"),
+        (KEY, None, "a key this endpoint does not have"),
+    ],
+)
+def test_frames_without_the_right_key_are_refused(
+    frame_key: bytes | None, receiver_key: bytes | None, reason: str
+) -> None:
+    (frame,) = encode_message(session(100), 0, b"x", 1200, key=frame_key)
+    with pytest.raises(BadFrame, match=reason) as info:
+        decode_frame_untrusted(frame, receiver_key)
+    assert info.value.auth
+
+
+def keyed_engine() -> Engine:
+    return Engine(Config(), now=0.0, key=KEY)
+
+
+def delivered(engine: Engine, frames: list[bytes]) -> list[bytes]:
+    for frame in frames:
+        engine.receive_datagram(frame, A, 0.0)
+    messages = [e for e in engine.take_events() if isinstance(e, Message)]
+    for message in messages:
+        engine.count_delivered(message)  # as the trio layer does
+    return [message.payload for message in messages]
+
+
+def test_a_replayed_older_session_is_stale() -> None:
+    engine = keyed_engine()
+    old = [encode_message(session(100), i, b"old %d" % i, 1200, key=KEY)[0] for i in range(3)]
+    new = [encode_message(session(200), i, b"new %d" % i, 1200, key=KEY)[0] for i in range(3)]
+    assert delivered(engine, old) == [b"old 0", b"old 1", b"old 2"]
+    assert delivered(engine, new) == [b"new 0", b"new 1", b"new 2"]
+    # Played back: refused, even once more sessions have come and gone.
+    for epoch in range(201, 210):
+        delivered(engine, [encode_message(session(epoch), 0, b"later", 1200, key=KEY)[0]])
+    assert delivered(engine, old + new) == []
+    stats = engine.statistics()
+    assert stats.datagrams_stale_session == 6
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
+def test_replays_within_a_session_are_duplicates_or_late() -> None:
+    engine = Engine(Config(reorder_window=4), now=0.0, key=KEY)
+    frames = [encode_message(session(100), i, b"%d" % i, 1200, key=KEY)[0] for i in range(10)]
+    assert len(delivered(engine, frames)) == 10
+    assert delivered(engine, frames) == []
+    stats = engine.statistics()
+    assert (stats.datagrams_duplicate, stats.datagrams_late) == (4, 6)
+
+
+async def test_keyed_endpoints_talk_and_strangers_are_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, key=KEY) as server:
+            async with trioudp.open_udp_connection(*SERVER, key=KEY) as friend:
+                await friend.send(b"x" * 5000, topic="big")
+                with trio.fail_after(1):
+                    message = await server.receive()
+                assert (len(message.payload), message.topic) == (5000, "big")
+                await message.reply(b"welcome")
+                with trio.fail_after(1):
+                    assert (await friend.receive()).payload == b"welcome"
+            for stranger_key in (None, OTHER_KEY):
+                async with trioudp.open_udp_connection(*SERVER, key=stranger_key) as stranger:
+                    await stranger.send(b"let me in")
+                    await stranger.send(b"y" * 5000)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.WouldBlock):
+                server.receive_nowait()
+            stats = server.statistics()
+    assert stats.datagrams_unauthenticated == 2 * (1 + 5)
+    assert stats.messages_delivered == 1
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_keyed_multicast(autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_multicast("239.1.1.1", 7000, key=KEY) as sender,
+            trioudp.open_multicast("239.1.1.1", 7000, key=KEY) as member,
+            trioudp.open_multicast("239.1.1.1", 7000) as outsider,
+        ):
+            await sender.send(b"for members")
+            with trio.fail_after(1):
+                assert (await member.receive()).payload == b"for members"
+            await trio.testing.wait_all_tasks_blocked()
+            assert outsider.statistics().datagrams_unauthenticated == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "message"),
+    [
+        (b"short", ValueError, r"key must be 16 to 64 bytes, got 5"),
+        (b"x" * 65, ValueError, r"got 65: a random secret"),
+        ("text key of enough length", TypeError, r"key must be bytes"),
+    ],
+)
+async def test_bad_keys(key: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        async with trioudp.open_udp_server("127.0.0.1", 0, key=key):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match="raw mode"):
+        async with trioudp.open_udp_server(
+            "127.0.0.1", 0, key=secrets.token_bytes(32), framing=False
+        ):
+            pass
