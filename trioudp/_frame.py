@@ -187,7 +187,7 @@ def encode_message(
     view = memoryview(payload)
     length = view.nbytes
     flags = FLAG_GROUP if group else 0
-    seal = _seal
+    seal: Callable[[bytes], bytes] = _seal
     trailer = 0
     if key is not None:
         flags |= FLAG_AUTH
