@@ -230,6 +230,10 @@ class _Receiving:
 class _Endpoint(_Receiving):
     """One socket, its engine and its tasks."""
 
+    #: Whether messages of peers nobody receives from directly go to a channel
+    #: of the endpoint's own (servers), or to their connection's (a client).
+    _SHARED_INBOX = False
+
     def __init__(
         self,
         sock: stdlib_socket.socket,
@@ -277,7 +281,7 @@ class _Endpoint(_Receiving):
         )
         self._addresses = AddressBook(sock.family)
         self._connections: dict[Address, Connection] = {}
-        self._shared: _Inbox | None = None
+        self._shared = _Inbox(self._engine, config) if self._SHARED_INBOX else None
         self._send_lock = trio.Lock()
         self._timer_scope = trio.CancelScope()
         self._closed = False
@@ -535,16 +539,7 @@ class _Endpoint(_Receiving):
 class _Serving(_Endpoint):
     """An endpoint for any number of peers, with a shared receive channel."""
 
-    def __init__(
-        self,
-        sock: stdlib_socket.socket,
-        config: Config,
-        topics: Iterable[str] | None = None,
-        *,
-        key: bytes | None = None,
-    ) -> None:
-        super().__init__(sock, config, topics, key=key)
-        self._shared = _Inbox(self._engine, config)
+    _SHARED_INBOX = True
 
     def _inbox(self) -> _Inbox:
         assert self._shared is not None
