@@ -48,6 +48,7 @@ def test_round_trips_through_a_plain_dict_and_json() -> None:
             r"max_message_size=100000000 needs more than 65535 fragments",
         ),
         ({"peer_buffer_bytes": 1000}, r"peer_buffer_bytes=1000 cannot hold one message"),
+        ({"channel_bytes": 1000}, r"channel_bytes=1000 cannot hold one message"),
         (
             {"total_buffer_bytes": 1024},
             r"total_buffer_bytes=1024 is smaller than peer_buffer_bytes",

@@ -139,6 +139,30 @@ async def test_a_stalled_consumer_drops_exactly_the_overflow(
     assert stats.datagrams_received == stats.datagrams_accounted == count
 
 
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+async def test_a_stalled_consumer_holds_at_most_channel_bytes(
+    autojump_clock: trio.testing.MockClock, policy: str
+) -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with trioudp.open_udp_server(
+            *SERVER,
+            channel_bytes=10_000,
+            max_message_size=8_000,
+            overflow=policy,  # type: ignore[arg-type]
+        ) as server:
+            for sequence in range(50):
+                for fragment in encode_message(7, sequence, b"%04d" % sequence * 750, 1200):
+                    network.inject(fragment, ("10.0.0.5", 7000), SERVER)
+            await trio.testing.wait_all_tasks_blocked()
+            kept = [m.sequence for m in await server.receive_batch(100)]
+            stats = server.statistics()
+    # 3,000-byte messages: three fit in 10,000 bytes.
+    assert kept == ([47, 48, 49] if policy == "drop_oldest" else [0, 1, 2])
+    assert stats.messages_overflow_dropped == 47
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
 async def test_garbage_by_the_million(autojump_clock: trio.testing.MockClock) -> None:
     count = scale(30_000, 1_000_000)
     rng = random.Random(11)

@@ -83,7 +83,7 @@ class Config:
     Memory is bounded by these numbers: one peer holds at most ``peer_buffer_bytes``
     of incomplete or out-of-order messages, all peers together at most
     ``total_buffer_bytes``, and each receive channel at most ``channel_capacity``
-    messages.
+    messages of at most ``channel_bytes`` in all.
     """
 
     framing: bool = attrs.field(default=True, validator=_boolean)
@@ -127,6 +127,10 @@ class Config:
     channel_capacity: int = attrs.field(default=1024, validator=_integer(1, 2**20))
     """Messages a receive channel holds before ``overflow`` applies."""
 
+    channel_bytes: int = attrs.field(default=16 * _MiB, validator=_integer(1, 2**40))
+    """Payload bytes a receive channel holds before ``overflow`` applies: with
+    ``channel_capacity``, the bound on what waits for a slow consumer."""
+
     overflow: Overflow = attrs.field(default="drop_oldest", validator=_overflow)
     """What a full receive channel does with a new message: ``"drop_oldest"``
     makes room by dropping its oldest one, ``"drop_newest"`` drops the new one.
@@ -166,6 +170,11 @@ class Config:
                     f"max_message_size={self.max_message_size} needs more than {MAX_FRAGMENTS} "
                     f"fragments of {chunk} bytes; raise max_datagram_size or lower "
                     f"max_message_size to at most {MAX_FRAGMENTS * chunk}"
+                )
+            if self.channel_bytes < self.max_message_size:
+                raise ValueError(
+                    f"channel_bytes={self.channel_bytes} cannot hold one message of "
+                    f"max_message_size={self.max_message_size}; raise channel_bytes"
                 )
             if self.peer_buffer_bytes < self.max_message_size:
                 raise ValueError(
@@ -221,6 +230,7 @@ class Options(TypedDict, total=False):
     peer_buffer_bytes: int
     total_buffer_bytes: int
     channel_capacity: int
+    channel_bytes: int
     overflow: Overflow
     max_peers: int
     idle_timeout: float | None

@@ -106,11 +106,21 @@ class _Inbox:
         self._engine = engine
         self._drop_oldest = config.overflow == "drop_oldest"
         self._send, self._receive = trio.open_memory_channel[_Item](config.channel_capacity)
+        #: Payload bytes waiting, and how many may.
+        self._bytes = 0
+        self._byte_limit = config.channel_bytes
         self._deferred: UnreachableError | None = None
         self._error_queued = False
 
     def put(self, item: _Item) -> None:
         engine = self._engine
+        size = len(item.payload) if type(item) is Message else 0
+        if self._bytes + size > self._byte_limit:
+            if not self._drop_oldest:
+                engine.count_dropped(item, was_delivered=False)  # type: ignore[arg-type]
+                return
+            while self._bytes + size > self._byte_limit and self._drop_one():
+                pass
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
@@ -118,18 +128,28 @@ class _Inbox:
                 if type(item) is Message:
                     engine.count_dropped(item, was_delivered=False)
                 return
-            oldest = self._receive.receive_nowait()
-            if type(oldest) is Message:
-                engine.count_dropped(oldest, was_delivered=True)
-            else:
-                self._error_queued = False
+            self._drop_one()
             self._send.send_nowait(item)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if type(item) is Message:
                 engine.count_dropped(item, was_delivered=False)
             return
         if type(item) is Message:
+            self._bytes += size
             engine.count_delivered(item)
+
+    def _drop_one(self) -> bool:
+        """Make room by dropping the oldest item; False if there was none."""
+        try:
+            oldest = self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return False
+        if type(oldest) is Message:
+            self._bytes -= len(oldest.payload)
+            self._engine.count_dropped(oldest, was_delivered=True)
+        else:
+            self._error_queued = False
+        return True
 
     def put_error(self, error: UnreachableError) -> None:
         if not self._error_queued:
@@ -138,6 +158,7 @@ class _Inbox:
 
     def _take(self, item: _Item) -> Message:
         if type(item) is Message:
+            self._bytes -= len(item.payload)
             return item
         self._error_queued = False
         raise item.error  # type: ignore[union-attr]
@@ -174,6 +195,7 @@ class _Inbox:
                 self._error_queued = False
                 self._deferred = item.error  # type: ignore[union-attr]
                 break
+            self._bytes -= len(item.payload)
             batch.append(item)
         return batch
 
