@@ -1,0 +1,122 @@
+"""Loss-recovery building blocks for reliable delivery (sans-IO, time passed in).
+
+RttEstimator follows RFC 9002 §5 (itself RFC 6298's): the first sample sets
+the smoothed RTT and half of it as the variation; later samples move them by
+1/8 and 1/4, after taking off the peer's reported acknowledgement delay when
+that does not push the sample below the minimum seen. The probe timeout is
+smoothed + max(4 x variation, granularity) + max_ack_delay, doubled for each
+consecutive timeout (exponential backoff), capped. Karn's rule is the
+caller's: take samples only from messages sent once.
+
+AckRanges keeps which sequence numbers arrived as a short list of disjoint,
+inclusive ranges (what a selective acknowledgement carries), merging
+neighbours and dropping the oldest ranges beyond a bound, so a lossy peer
+cannot make it grow without limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+#: RFC 9002 §6.2.2: the initial RTT before any sample.
+INITIAL_RTT = 0.333
+#: RFC 9002 §6.1.2: the timer granularity.
+GRANULARITY = 0.001
+#: RFC 9000 §18.2: the default largest delay a peer adds before acknowledging.
+MAX_ACK_DELAY = 0.025
+#: Cap on the probe timeout, however many times it has backed off.
+MAX_PTO = 60.0
+
+
+class RttEstimator:
+    __slots__ = ("_first", "latest", "max_ack_delay", "minimum", "smoothed", "variation")
+
+    def __init__(
+        self, *, initial: float = INITIAL_RTT, max_ack_delay: float = MAX_ACK_DELAY
+    ) -> None:
+        self.max_ack_delay = max_ack_delay
+        self.latest = 0.0
+        self.minimum = 0.0
+        self.smoothed = initial
+        self.variation = initial / 2
+        self._first = True
+
+    def update(self, sample: float, ack_delay: float = 0.0) -> None:
+        """Take an RTT sample (seconds from sending a message to the
+        acknowledgement of it) and the delay the peer reports it added."""
+        if sample <= 0:
+            return
+        self.latest = sample
+        if self._first:
+            self._first = False
+            self.minimum = sample
+            self.smoothed = sample
+            self.variation = sample / 2
+            return
+        self.minimum = min(self.minimum, sample)
+        adjusted = sample
+        delay = min(ack_delay, self.max_ack_delay)
+        if sample >= self.minimum + delay:
+            adjusted = sample - delay
+        self.variation = 0.75 * self.variation + 0.25 * abs(self.smoothed - adjusted)
+        self.smoothed = 0.875 * self.smoothed + 0.125 * adjusted
+
+    def pto(self, backoff: int = 0) -> float:
+        """The probe timeout after ``backoff`` consecutive timeouts."""
+        base = self.smoothed + max(4 * self.variation, GRANULARITY) + self.max_ack_delay
+        return min(base * (1 << min(max(backoff, 0), 32)), MAX_PTO)
+
+    def loss_delay(self) -> float:
+        """RFC 9002 §6.1.2: a message is lost once one sent after it was
+        acknowledged this long ago (9/8 of the larger of the smoothed and the
+        latest RTT, at least the granularity)."""
+        return max(9 / 8 * max(self.smoothed, self.latest), GRANULARITY)
+
+
+class AckRanges:
+    """Disjoint inclusive ranges of received sequence numbers, at most
+    ``limit`` of them (the oldest go first)."""
+
+    __slots__ = ("_ends", "_starts", "limit")
+
+    def __init__(self, limit: int = 64) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def add(self, number: int) -> bool:
+        """Record ``number``; False if it was already there."""
+        starts, ends = self._starts, self._ends
+        position = bisect.bisect_right(starts, number)
+        if position and ends[position - 1] >= number:
+            return False
+        joins_left = position > 0 and ends[position - 1] == number - 1
+        joins_right = position < len(starts) and starts[position] == number + 1
+        if joins_left and joins_right:
+            ends[position - 1] = ends[position]
+            del starts[position], ends[position]
+        elif joins_left:
+            ends[position - 1] = number
+        elif joins_right:
+            starts[position] = number
+        else:
+            starts.insert(position, number)
+            ends.insert(position, number)
+            if len(starts) > self.limit:
+                del starts[0], ends[0]
+        return True
+
+    def __contains__(self, number: object) -> bool:
+        if not isinstance(number, int):
+            return False
+        position = bisect.bisect_right(self._starts, number)
+        return position > 0 and self._ends[position - 1] >= number
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The ranges, newest (highest) first, as an acknowledgement lists them."""
+        return list(zip(reversed(self._starts), reversed(self._ends), strict=True))
+
+    def largest(self) -> int | None:
+        return self._ends[-1] if self._ends else None
