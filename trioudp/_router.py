@@ -144,15 +144,12 @@ class Router:
         self._running = True
         if self._default is None and isinstance(source, _Endpoint):
             source.subscriptions = self.topics
-        routes: dict[str, _Route] = {}
-        fallback: _Route | None = None
-        for topic, handler in self._handlers.items():
-            routes[topic] = _Route(handler, *trio.open_memory_channel[Message](self._capacity))
-        if self._default is not None:
-            fallback = _Route(self._default, *trio.open_memory_channel[Message](self._capacity))
+        routes = {topic: self._route(handler) for topic, handler in self._handlers.items()}
+        fallback = None if self._default is None else self._route(self._default)
+        every_route = [*routes.values(), *([fallback] if fallback else [])]
         try:
             async with trio.open_nursery() as nursery:
-                for route in [*routes.values(), *([fallback] if fallback else [])]:
+                for route in every_route:
                     nursery.start_soon(self._work, route)
                 task_status.started()
                 try:
@@ -164,12 +161,15 @@ class Router:
                         for message in batch:
                             self._dispatch(routes.get(message.topic, fallback), message)
                 finally:
-                    for route in [*routes.values(), *([fallback] if fallback else [])]:
+                    for route in every_route:
                         route.send.close()
         except BaseExceptionGroup as group:
             raise_lone(group)
         finally:
             self._running = False
+
+    def _route(self, handler: Handler) -> _Route:
+        return _Route(handler, *trio.open_memory_channel[Message](self._capacity))
 
     def _dispatch(self, route: _Route | None, message: Message) -> None:
         if route is None:
