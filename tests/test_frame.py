@@ -12,7 +12,10 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from trioudp._frame import (
+    FLAG_CONTROL,
     FLAG_FRAGMENT,
+    FLAG_GROUP,
+    FLAG_RELIABLE,
     FLAG_TOPIC,
     FRAGMENT_OVERHEAD,
     MAGIC,
@@ -148,7 +151,16 @@ def fragment(length: int, index: int, count: int, payload: bytes) -> bytes:
     [
         (seal(header(version=2) + b"x"), "version"),
         (seal(header(version=0) + b"x"), "version"),
-        (seal(header(flags=0x10) + b"x"), "flag"),
+        (seal(header(flags=0x40) + b"x"), "flag"),
+        (seal(header(flags=FLAG_RELIABLE) + b"1234567"), "too short for a reliable"),
+        (seal(header(flags=FLAG_RELIABLE | FLAG_GROUP) + bytes(9)), "group frame cannot"),
+        (seal(header(flags=FLAG_CONTROL)), "without a known kind"),
+        (seal(header(flags=FLAG_CONTROL) + b"\x04"), "without a known kind"),
+        (seal(header(flags=FLAG_CONTROL | FLAG_TOPIC) + b"\x01"), "control frame with other"),
+        (
+            seal(header(FLAG_RELIABLE | FLAG_FRAGMENT) + bytes(8) + b"\x00\x00"),
+            "too short for a fragment",
+        ),
         (seal(header(flags=0x08) + b"x"), "a key this endpoint does not have"),
         (seal(header(flags=0x80) + b"x"), "flag"),
         (seal(header(flags=FLAG_TOPIC)), "topic length missing"),

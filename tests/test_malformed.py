@@ -70,7 +70,7 @@ def malformed_frames() -> list[tuple[str, bytes, bool]]:
             )
     for version in (0, 2, 3, 127, 128, 255):
         cases.append((f"version {version}", seal(header(version=version) + b"p"), False))
-    for flags in [1 << bit for bit in range(3, 8)] + [0xF8, 0xFF, 0x0F, 0x08 | FLAG_TOPIC]:
+    for flags in [0x08, 0x40, 0x80, 0xF8, 0xFF, 0x0F, 0x08 | FLAG_TOPIC, 0x30, 0x21, 0x24]:
         cases.append((f"flags 0x{flags:02x}", seal(header(flags) + b"\x01tpayload"), False))
     for count in (0, 1, 2, 65535):
         for index in {count, count + 1, 65535} - {n for n in (count + 1,) if n > 65535}:
@@ -166,7 +166,7 @@ def malformed_frames() -> list[tuple[str, bytes, bool]]:
                     True,
                 )
             )
-    for flags in (FLAG_GROUP | 0x10, FLAG_GROUP | FLAG_FRAGMENT | 0x20):
+    for flags in (FLAG_GROUP | 0x10, FLAG_GROUP | FLAG_FRAGMENT | 0x20, FLAG_GROUP | 0x40):
         cases.append((f"group flags 0x{flags:02x}", seal(header(flags) + b"payload"), False))
     topical = encode_message(7, 9, b"payload", 1200, topic=b"a topic")[0]
     for frame in (good_fragment, topical):

@@ -11,6 +11,7 @@ from ._endpoint import UDPServer as UDPServer
 from ._endpoint import from_socket as from_socket
 from ._endpoint import open_udp_connection as open_udp_connection
 from ._endpoint import open_udp_server as open_udp_server
+from ._errors import PeerLostError as PeerLostError
 from ._errors import UnreachableError as UnreachableError
 from ._group import BroadcastEndpoint as BroadcastEndpoint
 from ._group import MulticastEndpoint as MulticastEndpoint
@@ -21,6 +22,7 @@ from ._message import Message as Message
 from ._multicast import Priority as Priority
 from ._router import Router as Router
 from ._router import RouterStatistics as RouterStatistics
+from ._state import ConnectionState as ConnectionState
 from ._statistics import EndpointStatistics as EndpointStatistics
 from ._statistics import PeerStatistics as PeerStatistics
 from ._version import __version__ as __version__
@@ -30,10 +32,12 @@ __all__ = [
     "BroadcastEndpoint",
     "Config",
     "Connection",
+    "ConnectionState",
     "EndpointStatistics",
     "Message",
     "MulticastEndpoint",
     "Options",
+    "PeerLostError",
     "PeerStatistics",
     "Priority",
     "Router",

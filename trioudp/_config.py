@@ -162,6 +162,30 @@ class Config:
     """The DSCP every datagram is marked with (a :class:`Priority` or 0 to 63):
     how networks that honour it should queue this endpoint's traffic."""
 
+    reliable: bool = attrs.field(default=False, validator=_boolean)
+    """True: every message is acknowledged, sent again until it is, and delivered
+    exactly once and in order, or ``send()``/``flush()`` raise
+    :class:`PeerLostError`. Both ends must set it; unicast only. A sender holds
+    at most ``reorder_window`` unacknowledged messages (and about
+    ``peer_buffer_bytes`` of them): ``send()`` waits for room."""
+
+    give_up_timeout: float = attrs.field(default=10.0, validator=_seconds(0.1, 86400))
+    """How long a reliable sender waits for any answer from a peer that has
+    unacknowledged messages before it declares the peer lost."""
+
+    keepalive: float | None = attrs.field(
+        default=None, validator=_seconds(15, 86400, optional=True)
+    )
+    """Seconds of silence towards a peer after which a PING is sent (jittered to
+    80-100% of it, RFC 8085 §3.5, at least 15 s); its answer keeps ``state``
+    established. None sends none."""
+
+    dead_timeout: float | None = attrs.field(
+        default=None, validator=_seconds(0.001, 7 * 86400, optional=True)
+    )
+    """Seconds without hearing from a peer after which its connection's state
+    is ``LOST`` (with ``keepalive``, a live peer answers the PINGs). None: never."""
+
     def __attrs_post_init__(self) -> None:
         if self.framing:
             chunk = self.max_datagram_size - FRAGMENT_OVERHEAD
@@ -181,6 +205,24 @@ class Config:
                     f"peer_buffer_bytes={self.peer_buffer_bytes} cannot hold one message of "
                     f"max_message_size={self.max_message_size}; raise peer_buffer_bytes"
                 )
+        if self.reliable and not self.framing:
+            raise ValueError(
+                "reliable=True needs trioudp's frames to carry acknowledgements; "
+                "it cannot be used with framing=False"
+            )
+        if self.reliable and not self.ordered:
+            raise ValueError(
+                "reliable=True delivers every message once and in order; drop ordered=False"
+            )
+        if (
+            self.keepalive is not None
+            and self.dead_timeout is not None
+            and self.dead_timeout <= self.keepalive
+        ):
+            raise ValueError(
+                f"dead_timeout={self.dead_timeout} would declare a peer lost before the "
+                f"keepalive={self.keepalive} PING goes; make it a few keepalives long"
+            )
         if self.total_buffer_bytes < self.peer_buffer_bytes:
             raise ValueError(
                 f"total_buffer_bytes={self.total_buffer_bytes} is smaller than "
@@ -237,6 +279,10 @@ class Options(TypedDict, total=False):
     receive_buffer_size: int | None
     send_buffer_size: int | None
     priority: int
+    reliable: bool
+    give_up_timeout: float
+    keepalive: float | None
+    dead_timeout: float | None
 
 
 def make_config(config: Config | None, options: Mapping[str, Any]) -> Config:

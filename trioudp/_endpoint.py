@@ -20,20 +20,30 @@ consumer never stalls the socket for everyone else.
 Send path. Datagrams go straight to the non-blocking socket; only when the
 kernel's buffer is full does ``send()`` wait for it to drain (trio
 backpressure), so it never raises EAGAIN at the caller.
+
+Reliable mode. ``send()`` queues the message in the engine (waiting, while the
+peer's send window is full, on the connection's parking lot, which every
+acknowledgement wakes) and returns; the datagrams the engine produces (data,
+retransmissions, ACKs, PINGs) are sent at once after each batch of engine work
+by ``_flush_output``. What the kernel cannot take right now waits in a backlog
+that one task sends once the socket is writable, in order.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import sys
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
+from trio_util import AsyncValue  # type: ignore[attr-defined]  # pyright: ignore[reportMissingTypeStubs]
 
 from ._config import Config, make_config
 from ._engine import (
@@ -41,11 +51,13 @@ from ._engine import (
     Peer,
     PeerClosed,
     PeerOpened,
+    PeerState,
+    PeerWakeup,
     encode_topic,
     keyed_session_id,
     random_session_id,
 )
-from ._errors import UnreachableError
+from ._errors import PeerLostError, UnreachableError
 from ._frame import KEY_SIZES
 from ._message import Message
 from ._multicast import check_priority, priority_cmsg
@@ -58,6 +70,7 @@ from ._sockets import (
     peer_name,
     server_socket,
 )
+from ._state import ConnectionState, StateValue
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -105,10 +118,17 @@ class _Inbox:
     def __init__(self, engine: Engine, config: Config) -> None:
         self._engine = engine
         self._drop_oldest = config.overflow == "drop_oldest"
-        self._send, self._receive = trio.open_memory_channel[_Item](config.channel_capacity)
+        # A reliable endpoint's messages were acknowledged, so a channel must not
+        # drop them: the engine bounds them instead (each peer's window counts
+        # them until they are received, see count_consumed).
+        self._reliable = config.reliable
+        capacity = math.inf if config.reliable else config.channel_capacity
+        self._send, self._receive = trio.open_memory_channel[_Item](capacity)
         #: Payload bytes waiting, and how many may.
         self._bytes = 0
-        self._byte_limit = config.channel_bytes
+        self._byte_limit = math.inf if config.reliable else config.channel_bytes
+        #: Called with each reliable message the application takes.
+        self.on_consumed: Callable[[Message], None] | None = None
         self._deferred: UnreachableError | None = None
         self._error_queued = False
 
@@ -159,6 +179,8 @@ class _Inbox:
     def _take(self, item: _Item) -> Message:
         if type(item) is Message:
             self._bytes -= len(item.payload)
+            if self.on_consumed is not None:
+                self.on_consumed(item)
             return item
         self._error_queued = False
         raise item.error  # type: ignore[union-attr]
@@ -196,6 +218,8 @@ class _Inbox:
                 self._deferred = item.error  # type: ignore[union-attr]
                 break
             self._bytes -= len(item.payload)
+            if self.on_consumed is not None:
+                self.on_consumed(item)
             batch.append(item)
         return batch
 
@@ -303,8 +327,12 @@ class _Endpoint(_Receiving):
         )
         self._addresses = AddressBook(sock.family)
         self._connections: dict[Address, Connection] = {}
-        self._shared = _Inbox(self._engine, config) if self._SHARED_INBOX else None
+        self._shared = self._new_inbox() if self._SHARED_INBOX else None
         self._send_lock = trio.Lock()
+        #: Engine output the kernel had no room for yet, and the event that wakes
+        #: the task sending it.
+        self._backlog: deque[tuple[bytes, Address, int | None]] = deque()
+        self._backlog_waiting = trio.Event()
         self._timer_scope = trio.CancelScope()
         self._closed = False
         self._serving: (
@@ -316,6 +344,16 @@ class _Endpoint(_Receiving):
             connection = Connection(self, peer)
             peer.handle = connection
             self._connections[peer.address] = connection
+
+    def _new_inbox(self) -> _Inbox:
+        inbox = _Inbox(self._engine, self._config)
+        if self._config.reliable:
+            inbox.on_consumed = self._consumed
+        return inbox
+
+    def _consumed(self, message: Message) -> None:
+        if self._engine.count_consumed(message) and not self._closed:
+            self._flush_output()
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -425,8 +463,71 @@ class _Endpoint(_Receiving):
         events = engine.take_events()
         if events:
             self._dispatch(events)
+        self._flush_output()
         deadline = engine.next_deadline()
         self._timer_scope.deadline = min(self._timer_scope.deadline, deadline)
+
+    def _flush_output(self) -> None:
+        """Send what the engine produced (acknowledgements, reliable data); what
+        the kernel cannot take now goes to the backlog, behind what is there."""
+        datagrams = self._engine.take_datagrams(trio.current_time())
+        if not datagrams or self._closed:
+            return
+        backlog = self._backlog
+        if backlog:
+            backlog.extend(datagrams)
+            return
+        for index, (datagram, address, priority) in enumerate(datagrams):
+            try:
+                self._send_now(datagram, address, priority)
+            except BlockingIOError:
+                backlog.extend(datagrams[index:])
+                self._backlog_waiting.set()
+                return
+
+    def _send_now(self, datagram: bytes, address: Address, priority: int | None) -> None:
+        """Send one datagram of engine output. Raises BlockingIOError if the
+        kernel has no room; other failures drop it (counted): reliable delivery
+        sends again whatever is lost, as if the network had lost it."""
+        sock = self._sock
+        connected = address == self._remote
+        try:
+            if priority is not None and priority != self._config.priority:
+                marking = [priority_cmsg(sock.family, priority)]
+                sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
+            elif connected:
+                sock.send(datagram)
+            else:
+                sock.sendto(datagram, address)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            if self._closed:
+                return
+            if is_unreachable(exc) and connected:
+                self._receive_error(exc)
+                return
+            if exc.errno not in (errno.ENOBUFS, errno.EMSGSIZE, errno.EPERM):
+                raise
+            peer = self._engine.peers.get(address)
+            if peer is not None:
+                self._engine.count_send_dropped(peer)
+            logger.debug("dropped a %d-byte datagram to %s: %s", len(datagram), address, exc)
+
+    async def _backlog_loop(self) -> None:
+        backlog = self._backlog
+        while True:
+            await self._backlog_waiting.wait()
+            self._backlog_waiting = trio.Event()
+            while backlog:
+                datagram, address, priority = backlog[0]
+                try:
+                    self._send_now(datagram, address, priority)
+                except BlockingIOError:
+                    async with self._send_lock:
+                        await self._wait_writable()
+                    continue
+                backlog.popleft()
 
     def _dispatch(self, events: list[object]) -> None:
         shared = self._shared
@@ -443,6 +544,14 @@ class _Endpoint(_Receiving):
                 self._connections[event.peer.address] = connection
                 if self._serving is not None:
                     self._start_handler(connection)
+            elif type(event) is PeerWakeup:
+                handle = event.peer.handle
+                if isinstance(handle, Connection):
+                    handle._waiters.unpark_all()
+            elif type(event) is PeerState:
+                handle = event.peer.handle
+                if isinstance(handle, Connection) and handle._ended is None:
+                    handle._state.value = event.state
             elif type(event) is PeerClosed:
                 connection = event.peer.handle  # type: ignore[assignment]
                 connection._end(event.reason)
@@ -463,6 +572,9 @@ class _Endpoint(_Receiving):
     ) -> None:
         try:
             await handler(connection, *args)
+            if self._config.reliable:
+                # What the handler sent is delivered before its peer is forgotten.
+                await connection.flush()
         finally:
             if not self._closed:
                 self._engine.close_peer(connection._peer)
@@ -481,6 +593,11 @@ class _Endpoint(_Receiving):
     ) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        if peer.failure is not None:
+            raise self._lost(peer)
+        if self._config.reliable and not group:
+            await self._send_reliable(peer, payload, topic, priority)
+            return
         marking: list[tuple[int, int, bytes]] = []
         if priority is not None and check_priority(priority) != self._config.priority:
             marking.append(priority_cmsg(self._sock.family, priority))
@@ -526,6 +643,55 @@ class _Endpoint(_Receiving):
                 await trio.lowlevel.cancel_shielded_checkpoint()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def _send_reliable(
+        self, peer: Peer, payload: Buffer, topic: str, priority: int | None
+    ) -> None:
+        engine = self._engine
+        if priority is not None:
+            check_priority(priority)
+        while not engine.has_room(peer):
+            await self._wait_for(peer)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        engine.queue(peer, payload, trio.current_time(), topic=topic, priority=priority)
+        self._after_engine()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _wait_for(self, peer: Peer) -> None:
+        """Wait until ``peer``'s reliable sender changes (an acknowledgement came,
+        or it failed); raise if it failed or the endpoint closed."""
+        connection = cast("Connection", peer.handle)
+        await connection._waiters.park()
+        if self._closed:
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        if peer.failure is not None:
+            raise self._lost(peer)
+
+    def _lost(self, peer: Peer) -> PeerLostError:
+        reason = peer.failure
+        host, port = peer.address[0], peer.address[1]
+        failed = peer.counters.messages_failed
+        if reason == "not_reliable":
+            text = (
+                f"the peer at {host} port {port} does not take reliable messages (it was "
+                f"opened without reliable=True) and dropped them; open both ends with "
+                f"reliable=True"
+            )
+        elif reason == "reliable_only":
+            text = (
+                f"the peer at {host} port {port} takes only reliable messages (it was opened "
+                f"with reliable=True) and dropped ours; open this end with reliable=True too"
+            )
+        elif reason == "timeout":
+            text = (
+                f"the peer at {host} port {port} answered nothing for "
+                f"{self._config.give_up_timeout} s (give_up_timeout): it is gone or cut off"
+            )
+        else:
+            text = f"the connection to {host} port {port} ended ({reason})"
+        if failed:
+            text += f"; {failed} message{'s' if failed > 1 else ''} not acknowledged"
+        return PeerLostError(text, peer.address, failed)
+
     def _send_error(self, exc: OSError, size: int, address: Address) -> Exception:
         if exc.errno == errno.EMSGSIZE:
             return OSError(
@@ -541,6 +707,7 @@ class _Endpoint(_Receiving):
 
     def _close(self) -> None:
         self._closed = True
+        self._backlog.clear()
         if self._shared is not None:
             self._shared.close()
         for connection in self._connections.values():
@@ -650,6 +817,9 @@ class Connection(_Receiving):
         self._peer = peer
         self._own: _Inbox | None = None
         self._ended: str | None = None
+        self._state: AsyncValue[ConnectionState] = AsyncValue(peer.state)
+        #: Tasks waiting in send() or flush() for the reliable sender to move.
+        self._waiters = trio.lowlevel.ParkingLot()
 
     def __repr__(self) -> str:
         return f"<trioudp.Connection to {self._peer.address!r}>"
@@ -674,6 +844,29 @@ class Connection(_Receiving):
         """What happened with this peer (a snapshot)."""
         return self._peer.statistics()
 
+    @property
+    def state(self) -> StateValue:
+        """The connection's :class:`ConnectionState` as a trio-util ``AsyncValue``:
+        read ``state.value``, or wait for one without polling, e.g.
+        ``await connection.state.wait_value(trioudp.ConnectionState.ESTABLISHED)``."""
+        return cast("StateValue", self._state)
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far on a reliable connection is
+        acknowledged by the peer (at once on an unreliable one, which has nothing
+        to wait for). Raises :class:`PeerLostError` if the peer stops answering
+        for ``give_up_timeout`` seconds or refuses reliable delivery. Cancel-safe:
+        a timeout around it loses nothing; the messages stay queued."""
+        endpoint = self._endpoint
+        peer = self._peer
+        if peer.failure is not None:
+            raise endpoint._lost(peer)
+        while endpoint._engine.unacknowledged(peer):
+            if endpoint._closed:
+                raise trio.ClosedResourceError("this trioudp endpoint is closed")
+            await endpoint._wait_for(peer)
+        await trio.lowlevel.checkpoint()
+
     async def send(self, payload: Buffer, *, topic: str = "", priority: int | None = None) -> None:
         """Send one message to the peer: framed, and fragmented if it is larger
         than one datagram, with an optional ``topic`` and ``priority`` (a
@@ -693,7 +886,7 @@ class Connection(_Receiving):
     def _claim(self) -> _Inbox:
         inbox = self._own
         if inbox is None:
-            inbox = self._own = _Inbox(self._endpoint._engine, self._endpoint._config)
+            inbox = self._own = self._endpoint._new_inbox()
             if self._endpoint._closed:
                 inbox.close()
             elif self._ended is not None:
@@ -702,12 +895,16 @@ class Connection(_Receiving):
 
     def _end(self, reason: str) -> None:
         self._ended = reason
+        self._state.value = ConnectionState.CLOSED
+        self._waiters.unpark_all()
         if self._own is not None:
             self._own.end()
 
     def _close(self) -> None:
         if self._ended is None:
             self._ended = "closed"
+        self._state.value = ConnectionState.CLOSED
+        self._waiters.unpark_all()
         if self._own is not None:
             self._own.close()
 
@@ -766,6 +963,7 @@ async def _running(endpoint: _Endpoint) -> AsyncGenerator[None, None]:
             async with trio.open_nursery() as nursery:
                 await nursery.start(endpoint._receive_loop)
                 nursery.start_soon(endpoint._timer_loop)
+                nursery.start_soon(endpoint._backlog_loop)
                 try:
                     yield
                 finally:

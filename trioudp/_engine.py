@@ -30,6 +30,19 @@ earliest of its reorder, reassembly and idle deadlines); entries that no longer
 match are skipped when they come up. So ``next_deadline`` is O(1) and a busy
 peer costs no heap work per datagram.
 
+Reliable delivery (``config.reliable``; the algorithms are in _reliable.py).
+A peer's send side gets a ``Sender`` when the first message is queued for it
+(``queue``), and each reliable unicast stream an ``Acknowledger``. Reliable
+streams never give a gap up and never drop what they have acknowledged: data
+beyond the window they advertised, or over the buffer limits, is refused
+without an acknowledgement and comes again. Their whole messages count
+against the peer's window and buffers until the application receives them
+(``count_consumed``). Control frames (ACK, PING, REJECT) are produced into an
+outgoing queue that ``take_datagrams(now)`` empties, together with the
+reliable data the senders may send. An endpoint that gets reliable frames
+without ``reliable=True``, or the reverse, answers with a REJECT, which makes
+the other side's sender fail at once with a clear error.
+
 Accounting. Every datagram ends in exactly one ``datagrams_*`` outcome of its
 peer's counters (or of the endpoint's own, for datagrams no peer owns), or is
 still pending; see _statistics.py. Delivery and channel overflow are counted
@@ -39,15 +52,34 @@ when the trio layer reports them with ``count_delivered``/``count_dropped``.
 from __future__ import annotations
 
 import heapq
+import random
 import secrets
 from collections import deque
 from itertools import count as _count
 from math import inf
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
-from ._frame import MAX_TOPIC, BadFrame, Frame, decode_frame_untrusted, encode_message
+from ._frame import (
+    KIND_ACK,
+    KIND_PING,
+    KIND_REJECT,
+    MAX_TOPIC,
+    REJECT_NOT_RELIABLE,
+    REJECT_RELIABLE_ONLY,
+    BadFrame,
+    Frame,
+    decode_ack_untrusted,
+    decode_frame_untrusted,
+    encode_ack_body,
+    encode_control,
+    encode_message,
+    sealer,
+    sequence_difference,
+)
 from ._message import Message
 from ._ordering import DUPLICATE, NEW, OrderedWindow, UnorderedWindow
+from ._reliable import Acknowledger, Sender
+from ._state import ConnectionState
 from ._statistics import (
     COUNTERS,
     Counters,
@@ -72,6 +104,15 @@ FRAGMENT_COST = 64
 RETIRED_SESSIONS = 4
 #: How many GROUP streams (multicast/broadcast senders' sessions) one peer keeps.
 MAX_GROUP_STREAMS = 4
+#: RFC 9000 §8.1: bytes of acknowledgements and REJECTs sent to a peer the
+#: application never sent to, per byte received from it.
+AMPLIFICATION = 3
+#: Seconds between two REJECTs to one peer (and to unknown addresses together).
+REJECT_INTERVAL = 1.0
+#: Keepalive PINGs go after this share (drawn at random) of ``keepalive``.
+KEEPALIVE_JITTER = (0.8, 1.0)
+#: How soon a receiver answers data it had to refuse (its window or buffers were full).
+MAX_ACK_DELAY_REFUSED = 0.025
 #: Counters the endpoint keeps itself rather than summing its peers': delivery
 #: and overflow are reported after the engine's work, possibly for a peer that
 #: is already gone.
@@ -103,6 +144,20 @@ class PeerOpened(NamedTuple):
     peer: Peer
 
 
+class PeerState(NamedTuple):
+    """A peer's connection state changed."""
+
+    peer: Peer
+    state: ConnectionState
+
+
+class PeerWakeup(NamedTuple):
+    """A peer's reliable sender made progress or failed: whoever waits for room
+    or for acknowledgements should look again."""
+
+    peer: Peer
+
+
 class PeerClosed(NamedTuple):
     """A peer is gone; ``reason`` is ``"idle"``, ``"replaced"`` (it restarted),
     ``"evicted"`` (room was needed) or ``"closed"`` (the application ended it)."""
@@ -129,6 +184,7 @@ class _Stream:
     """One sequence space of one peer: a sender's session towards us."""
 
     __slots__ = (
+        "acks",
         "last_activity",
         "partial_bytes",
         "partial_datagrams",
@@ -144,6 +200,8 @@ class _Stream:
         self.partial_bytes = 0
         self.partial_datagrams = 0
         self.last_activity = now
+        #: What to acknowledge (reliable streams only).
+        self.acks: Acknowledger | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -164,15 +222,27 @@ class Peer:
     __slots__ = (
         "address",
         "closed",
+        "control_bytes",
         "counters",
+        "failure",
         "groups",
         "handle",
+        "heard",
+        "keepalive_at",
         "last_activity",
+        "last_sent",
+        "ping_due",
+        "reject_at",
         "retired",
         "send_sequence",
         "send_session",
+        "sender",
+        "state",
         "timer_at",
+        "unconsumed",
+        "unconsumed_bytes",
         "unicast",
+        "validated",
     )
 
     def __init__(self, address: Address, send_session: int, now: float) -> None:
@@ -188,6 +258,24 @@ class Peer:
         self.last_activity = now
         self.timer_at = inf
         self.closed = False
+        #: The reliable send side, made when the first reliable message is queued.
+        self.sender: Sender | None = None
+        self.state = ConnectionState.ESTABLISHED
+        #: When a valid frame last came from the peer, and when we last sent to it.
+        self.heard = now
+        self.last_sent = now
+        self.keepalive_at = inf
+        self.ping_due = False
+        #: Why sending to the peer failed for good (None: it has not).
+        self.failure: str | None = None
+        #: Reliable messages delivered to a channel, not yet received by the application.
+        self.unconsumed = 0
+        self.unconsumed_bytes = 0
+        #: Bytes of ACKs and REJECTs sent, and whether the application chose this
+        #: address (sent to it first) so the amplification limit does not apply.
+        self.control_bytes = 0
+        self.validated = False
+        self.reject_at = -inf
 
     def streams(self) -> list[_Stream]:
         streams = list(self.groups.values())
@@ -204,7 +292,20 @@ class Peer:
         return sum(stream.pending_datagrams for stream in self.streams())
 
     def statistics(self) -> PeerStatistics:
-        return peer_statistics(self.counters, self.pending_datagrams)
+        sender = self.sender
+        if sender is None:
+            return peer_statistics(self.counters, self.pending_datagrams)
+        rtt = sender.rtt
+        return peer_statistics(
+            self.counters,
+            self.pending_datagrams,
+            messages_unacknowledged=sender.unacknowledged,
+            bytes_in_flight=sender.bytes_in_flight,
+            congestion_window=sender.window,
+            rtt_smoothed=rtt.smoothed if rtt.latest else 0.0,
+            rtt_variation=rtt.variation if rtt.latest else 0.0,
+            rtt_min=rtt.minimum,
+        )
 
 
 class Engine:
@@ -223,7 +324,15 @@ class Engine:
         self.config = config
         #: The shared key that authenticates every frame, if any.
         self.key = key
+        self._seal = sealer(key)
         self.framing = config.framing
+        self.reliable = config.reliable
+        #: Datagrams the engine itself has to send: (datagram, address, DSCP or None).
+        self._outgoing: list[tuple[bytes, Address, int | None]] = []
+        #: Peers with output to produce at the next ``take_datagrams``.
+        self._ready: dict[Peer, None] = {}
+        self._reject_at = -inf
+        self.random = random.Random()
         self._new_session_id = new_session_id
         self.peers: dict[Address, Peer] = {}
         self._events: list[object] = []
@@ -247,6 +356,9 @@ class Engine:
         self.client_peer: Peer | None = None
         if connected_to is not None:
             self.client_peer = self._open_peer(connected_to, now)
+            assert self.client_peer is not None
+            self.client_peer.state = ConnectionState.CONNECTING
+            self.client_peer.validated = True
 
     # -- receiving ------------------------------------------------------------
 
@@ -282,6 +394,12 @@ class Engine:
             else:
                 counters.datagrams_malformed += 1
             return
+        if frame.kind:
+            self._control(peer, frame, address, size, now)
+            return
+        if (frame.packet >= 0) is not self.reliable:
+            self._mismatch(peer, frame, address, size, now)
+            return
         session = frame.session
         if frame.group and session in self._own_sessions:
             counters = self._own if peer is None else peer.counters
@@ -305,9 +423,15 @@ class Engine:
         counters = peer.counters
         counters.datagrams_received += 1
         counters.bytes_received += size
-        peer.last_activity = now
-        stream = self._stream(peer, frame.group, session, frame.sequence, now)
+        peer.last_activity = peer.heard = now
+        if peer.state is not ConnectionState.ESTABLISHED:
+            self._heard(peer)
+        first = frame.oldest if self.reliable else frame.sequence
+        stream = self._stream(peer, frame.group, session, first, now)
         if stream is None:
+            return
+        if stream.acks is not None:
+            self._reliable_data(peer, stream, frame, now)
             return
         stream.last_activity = now
         window = stream.window
@@ -333,10 +457,205 @@ class Engine:
             message = Message(bytes(frame.payload), address, sequence, topic, peer, 1)
         else:
             assembled = self._add_fragment(peer, stream, frame, now)
-            if assembled is None:
+            if not assembled:
                 return
             message = assembled
         self._accept(peer, stream, sequence, message, now)
+
+    def _reliable_data(self, peer: Peer, stream: _Stream, frame: Frame, now: float) -> None:
+        """A RELIABLE data frame: stored or delivered and acknowledged, or refused
+        (counted, not acknowledged: the sender sends it again)."""
+        counters = peer.counters
+        window = cast("OrderedWindow", stream.window)
+        acks = cast("Acknowledger", stream.acks)
+        sequence = frame.sequence
+        verdict = window.classify(sequence)
+        if verdict != NEW:
+            # Nothing before the window's base is ever given up in reliable mode,
+            # so a message behind it was delivered: acknowledge the copy again.
+            counters.datagrams_duplicate += 1
+            self._acknowledge(peer, acks, frame.packet, now)
+            return
+        config = self.config
+        if (
+            sequence_difference(sequence, window.base) >= config.reorder_window - peer.unconsumed
+            or frame.message_length > config.max_message_size
+        ):
+            counters.datagrams_over_limit += 1
+            self._refused(peer, acks, now)
+            return
+        topics = self.topics
+        message: Message | None = None
+        if topics is not None and frame.topic not in topics:
+            counters.datagrams_filtered += 1
+        elif frame.fragment_count == 1:
+            size = len(frame.payload)
+            if sequence != window.base and not self._within_budget(peer, size):
+                counters.datagrams_over_limit += 1
+                self._refused(peer, acks, now)
+                return
+            topic = frame.topic.decode() if frame.topic else ""
+            message = Message(bytes(frame.payload), peer.address, sequence, topic, peer, 1)
+        else:
+            assembled = self._add_fragment(peer, stream, frame, now)
+            if assembled is False:
+                self._refused(peer, acks, now)
+                return
+            if assembled is None:
+                self._acknowledge(peer, acks, frame.packet, now)
+                return
+            message = assembled
+        events = self._events
+        before = len(events)
+        self._accept(peer, stream, sequence, message, now)
+        for index in range(before, len(events)):
+            delivered = cast("Message", events[index])
+            peer.unconsumed += 1
+            peer.unconsumed_bytes += len(delivered.payload)
+            self._buffered_total += len(delivered.payload)
+        self._acknowledge(peer, acks, frame.packet, now)
+
+    def _acknowledge(self, peer: Peer, acks: Acknowledger, packet: int, now: float) -> None:
+        acks.record(packet, now)
+        if acks.due <= now:
+            self._ready[peer] = None
+        else:
+            self._arm(peer)
+
+    def _refused(self, peer: Peer, acks: Acknowledger, now: float) -> None:
+        """Data was refused for want of room: acknowledge nothing new, but answer
+        soon so the sender knows this end is alive and how far it may go."""
+        acks.due = min(acks.due, now + MAX_ACK_DELAY_REFUSED)
+        self._arm(peer)
+
+    def _control(
+        self, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
+    ) -> None:
+        """An ACK, PING or REJECT frame."""
+        kind = frame.kind
+        ranges: list[tuple[int, int]] = []
+        delay = 0.0
+        if kind == KIND_ACK:
+            try:
+                delay, ranges = decode_ack_untrusted(frame.payload)
+            except BadFrame:
+                counters = self._own if peer is None else peer.counters
+                counters.datagrams_received += 1
+                counters.bytes_received += size
+                counters.datagrams_malformed += 1
+                return
+        if peer is None and kind == KIND_PING:
+            peer = self._open_peer(address, now)
+            if peer is None:
+                self._count_unowned_over_limit(size)
+                return
+        if peer is None:
+            own = self._own
+            own.datagrams_received += 1
+            own.bytes_received += size
+            own.datagrams_stale_session += 1
+            return
+        counters = peer.counters
+        counters.datagrams_received += 1
+        counters.bytes_received += size
+        session = frame.session
+        if kind != KIND_PING and session != peer.send_session:
+            counters.datagrams_stale_session += 1
+            return
+        counters.datagrams_control += 1
+        peer.last_activity = peer.heard = now
+        if peer.state is not ConnectionState.ESTABLISHED:
+            self._heard(peer)
+        if kind == KIND_PING:
+            stream = peer.unicast
+            if stream is not None and stream.session == session and stream.acks is not None:
+                stream.acks.due = now
+            else:
+                limit = (frame.sequence + self.config.reorder_window - 1) & 0xFFFFFFFF
+                self._send_control(peer, KIND_ACK, session, limit, encode_ack_body(0.0, []))
+            self._ready[peer] = None
+        elif kind == KIND_ACK:
+            sender = peer.sender
+            if sender is not None:
+                sender.on_ack(delay, ranges, frame.sequence, now)
+                self._events.append(PeerWakeup(peer))
+                self._ready[peer] = None
+        else:
+            reason = {
+                REJECT_NOT_RELIABLE: "not_reliable",
+                REJECT_RELIABLE_ONLY: "reliable_only",
+            }.get(frame.sequence, "rejected")
+            self._fail(peer, reason)
+
+    def _mismatch(
+        self, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
+    ) -> None:
+        """A reliable frame at an unreliable endpoint, or the reverse: not
+        delivered (the sender's guarantees would not hold), answered with a
+        REJECT at most once a second, never to a group frame."""
+        counters = self._own if peer is None else peer.counters
+        counters.datagrams_received += 1
+        counters.bytes_received += size
+        counters.datagrams_mismatched += 1
+        if frame.group:
+            return
+        last = self._reject_at if peer is None else peer.reject_at
+        if now - last < REJECT_INTERVAL:
+            counters.control_suppressed += 1
+            return
+        reason = REJECT_NOT_RELIABLE if frame.packet >= 0 else REJECT_RELIABLE_ONLY
+        datagram = encode_control(
+            KIND_REJECT, frame.session, reason, b"", self._seal, authenticated=self.key is not None
+        )
+        if peer is None:
+            self._reject_at = now
+        else:
+            peer.reject_at = now
+            peer.control_bytes += len(datagram)
+        counters.datagrams_sent += 1
+        counters.bytes_sent += len(datagram)
+        self._outgoing.append((datagram, address, None))
+
+    def _send_control(self, peer: Peer, kind: int, session: int, value: int, body: bytes) -> bool:
+        """Queue an ACK or a REJECT to ``peer`` unless the amplification limit
+        forbids it (False: suppressed, counted)."""
+        datagram = encode_control(
+            kind, session, value, body, self._seal, authenticated=self.key is not None
+        )
+        counters = peer.counters
+        if (
+            not peer.validated
+            and peer.control_bytes + len(datagram) > AMPLIFICATION * counters.bytes_received
+        ):
+            counters.control_suppressed += 1
+            return False
+        peer.control_bytes += len(datagram)
+        counters.datagrams_sent += 1
+        counters.bytes_sent += len(datagram)
+        if kind == KIND_ACK:
+            counters.acks_sent += 1
+        self._outgoing.append((datagram, peer.address, None))
+        return True
+
+    def _heard(self, peer: Peer) -> None:
+        """A valid frame came from ``peer``, whose state was not ESTABLISHED."""
+        if peer.failure is None and not peer.closed:
+            self._set_state(peer, ConnectionState.ESTABLISHED)
+
+    def _set_state(self, peer: Peer, state: ConnectionState) -> None:
+        if peer.state is not state:
+            peer.state = state
+            self._events.append(PeerState(peer, state))
+
+    def _fail(self, peer: Peer, reason: str) -> None:
+        """Sending to ``peer`` failed for good."""
+        if peer.failure is not None:
+            return
+        peer.failure = reason
+        if peer.sender is not None:
+            peer.sender.fail(reason)
+        self._set_state(peer, ConnectionState.LOST)
+        self._events.append(PeerWakeup(peer))
 
     def _restarted(self, peer: Peer, session: int) -> bool:
         """Whether a unicast frame of ``session`` means a server's peer restarted."""
@@ -385,6 +704,8 @@ class Engine:
                 peer.counters.session_changes += 1
             window = window_class(sequence, config.reorder_window)
             stream = peer.unicast = _Stream(session, window, now)
+            if self.reliable:
+                stream.acks = Acknowledger()
         return stream
 
     def _accept(
@@ -398,27 +719,38 @@ class Engine:
         before = window.pending_bytes
         window.accept(sequence, message, now, self._events, peer.counters)
         self._buffered_total += window.pending_bytes - before
-        if window.pending:
+        if window.pending and stream.acks is None:
             self._arm(peer)
             if not self._within_budget(peer, 0):
                 self._relieve(peer, 0, keep=None)
 
     def _add_fragment(
         self, peer: Peer, stream: _Stream, frame: Frame, now: float
-    ) -> Message | None:
+    ) -> Message | Literal[False] | None:
+        """Store a fragment: the whole message once it completes, None while it
+        does not (or for a copy of a fragment held already), False if the
+        fragment was dropped (counted)."""
         counters = peer.counters
         partials = stream.partials
         sequence, length, count = frame.sequence, frame.message_length, frame.fragment_count
+        # A reliable stream never drops what it acknowledged, so it refuses new
+        # data instead; the message it delivers next always gets room.
+        reliable = stream.acks is not None
+        first = reliable and sequence == cast("OrderedWindow", stream.window).base
         partial = partials.get(sequence)
         if partial is None:
             if len(partials) >= self.config.max_partial_messages:
-                self._drop_partial(peer, stream, next(iter(partials)), expired=False)
+                if reliable and not first:
+                    counters.datagrams_over_limit += 1
+                    return False
+                if not reliable:
+                    self._drop_partial(peer, stream, next(iter(partials)), expired=False)
             partial = _Partial(length, count, frame.topic, now)
             partials[sequence] = partial
             self._arm(peer)
         elif partial.length != length or partial.count != count or partial.topic != frame.topic:
             counters.datagrams_malformed += 1
-            return None
+            return False
         index = frame.fragment_index
         payload = frame.payload
         if index in partial.chunks:
@@ -426,15 +758,18 @@ class Engine:
             return None
         if partial.received + len(payload) > length:
             counters.datagrams_malformed += 1
-            return None
+            return False
         cost = len(payload) + FRAGMENT_COST
-        if not self._within_budget(peer, cost):
-            self._relieve(peer, cost, keep=partial)
-            if not self._within_budget(peer, cost):
+        if not self._within_budget(peer, cost) and not (
+            first and peer.unconsumed_bytes < self.config.peer_buffer_bytes
+        ):
+            if not reliable:
+                self._relieve(peer, cost, keep=partial)
+            if reliable or not self._within_budget(peer, cost):
                 counters.datagrams_over_limit += 1
                 if not partial.chunks:
                     del partials[sequence]
-                return None
+                return False
         partial.chunks[index] = bytes(payload)
         partial.received += len(payload)
         partial.last_seen = now
@@ -474,7 +809,7 @@ class Engine:
     def _within_budget(self, peer: Peer, extra: int) -> bool:
         config = self.config
         return (
-            peer.buffered_bytes + extra <= config.peer_buffer_bytes
+            peer.buffered_bytes + peer.unconsumed_bytes + extra <= config.peer_buffer_bytes
             and self._buffered_total + extra <= config.total_buffer_bytes
         )
 
@@ -519,6 +854,7 @@ class Engine:
         if len(self.peers) >= self.config.max_peers:
             return None
         peer = Peer(address, self._new_session_id(), now)
+        self._schedule_keepalive(peer, now)
         self.peers[address] = peer
         self.peers_opened += 1
         if not self.connected:
@@ -549,6 +885,14 @@ class Engine:
         peer.unicast = None
         peer.groups = {}
         peer.closed = True
+        if peer.sender is not None:
+            if peer.sender.unacknowledged and peer.failure is None:
+                peer.failure = reason
+            peer.sender.fail(reason)
+        self._buffered_total -= peer.unconsumed_bytes
+        peer.unconsumed = peer.unconsumed_bytes = 0
+        peer.state = ConnectionState.CLOSED
+        peer.keepalive_at = inf
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
         self._own_sessions.discard(peer.send_session)
@@ -572,6 +916,8 @@ class Engine:
                 self._close_peer(victim, "evicted")
             peer = self._open_peer(address, now)
             assert peer is not None
+            peer.state = ConnectionState.CONNECTING
+        peer.validated = True
         return peer
 
     def destination(self, address: Address, now: float) -> Peer:
@@ -591,19 +937,8 @@ class Engine:
         or broadcast address); raises ValueError if it is larger than the
         configured limits allow, or TypeError if it is not bytes."""
         config = self.config
-        try:
-            size = memoryview(payload).nbytes
-        except TypeError:
-            raise TypeError(
-                f"a payload must be bytes-like (bytes, bytearray, memoryview), got "
-                f"{type(payload).__name__}; encode text first, e.g. text.encode()"
-            ) from None
+        size = self._checked_size(payload)
         if self.framing:
-            if size > config.max_message_size:
-                raise ValueError(
-                    f"a {size}-byte message is larger than max_message_size="
-                    f"{config.max_message_size}; raise max_message_size on both ends"
-                )
             datagrams = encode_message(
                 peer.send_session,
                 peer.send_sequence,
@@ -630,8 +965,152 @@ class Engine:
         counters.messages_sent += 1
         counters.datagrams_sent += len(datagrams)
         counters.bytes_sent += sum(map(len, datagrams))
-        peer.last_activity = now
+        peer.last_activity = peer.last_sent = now
         return datagrams
+
+    def _checked_size(self, payload: Buffer) -> int:
+        try:
+            size = memoryview(payload).nbytes
+        except TypeError:
+            raise TypeError(
+                f"a payload must be bytes-like (bytes, bytearray, memoryview), got "
+                f"{type(payload).__name__}; encode text first, e.g. text.encode()"
+            ) from None
+        limit = self.config.max_message_size
+        if self.framing and size > limit:
+            raise ValueError(
+                f"a {size}-byte message is larger than max_message_size={limit}; "
+                f"raise max_message_size on both ends"
+            )
+        return size
+
+    # -- reliable sending -------------------------------------------------------
+
+    def queue(
+        self,
+        peer: Peer,
+        payload: Buffer,
+        now: float,
+        *,
+        topic: str = "",
+        priority: int | None = None,
+    ) -> None:
+        """Queue a reliable message to ``peer`` (its datagrams come out of
+        ``take_datagrams``); check ``failure`` and ``has_room`` first. Raises
+        like ``encode`` for a payload the limits do not allow."""
+        self._checked_size(payload)
+        sender = peer.sender
+        if sender is None:
+            config = self.config
+            sender = peer.sender = Sender(
+                peer.send_session,
+                max_datagram_size=config.max_datagram_size,
+                receive_window=config.reorder_window,
+                give_up_timeout=config.give_up_timeout,
+                key=self.key,
+                counters=peer.counters,
+                now=now,
+            )
+        sender.queue(payload, encode_topic(topic), priority)
+        peer.counters.messages_sent += 1
+        peer.last_activity = now
+        self._ready[peer] = None
+
+    def has_room(self, peer: Peer) -> bool:
+        """Whether ``peer``'s reliable sender takes another message now."""
+        sender = peer.sender
+        config = self.config
+        return sender is None or sender.has_room(config.reorder_window, config.peer_buffer_bytes)
+
+    def unacknowledged(self, peer: Peer) -> int:
+        """Reliable messages to ``peer`` not yet acknowledged."""
+        return 0 if peer.sender is None else peer.sender.unacknowledged
+
+    def failure(self, peer: Peer) -> str | None:
+        """Why sending to ``peer`` failed for good (None while it has not)."""
+        return peer.failure
+
+    def take_datagrams(self, now: float) -> list[tuple[bytes, Address, int | None]]:
+        """What the engine itself has to send now: acknowledgements, PINGs,
+        REJECTs and reliable data, as ``(datagram, address, DSCP or None)``."""
+        ready = self._ready
+        if ready:
+            self._ready = {}
+            for peer in ready:
+                if not peer.closed:
+                    self._produce(peer, now)
+        outgoing = self._outgoing
+        self._outgoing = []
+        return outgoing
+
+    def _produce(self, peer: Peer, now: float) -> None:
+        stream = peer.unicast
+        if stream is not None and stream.acks is not None and stream.acks.due <= now:
+            window = cast("OrderedWindow", stream.window)
+            credit = max(self.config.reorder_window - peer.unconsumed, 0)
+            limit = (window.base - 1 + credit) & 0xFFFFFFFF
+            body = stream.acks.body(now, limit)
+            self._send_control(peer, KIND_ACK, stream.session, limit, body)
+        sender = peer.sender
+        if peer.ping_due:
+            peer.ping_due = False
+            if sender is not None:
+                sender.ping()
+            elif peer.failure is None:
+                ping = encode_control(
+                    KIND_PING,
+                    peer.send_session,
+                    peer.send_sequence,
+                    b"",
+                    self._seal,
+                    authenticated=self.key is not None,
+                )
+                peer.counters.pings_sent += 1
+                self._note_sent(peer, [(ping, None)], now)
+        if sender is not None:
+            out: list[tuple[bytes, int | None]] = []
+            sender.transmit(now, out)
+            if out:
+                self._note_sent(peer, out, now)
+        self._arm(peer)
+
+    def _note_sent(self, peer: Peer, out: list[tuple[bytes, int | None]], now: float) -> None:
+        counters = peer.counters
+        address = peer.address
+        outgoing = self._outgoing
+        for datagram, priority in out:
+            counters.datagrams_sent += 1
+            counters.bytes_sent += len(datagram)
+            outgoing.append((datagram, address, priority))
+        peer.last_sent = now
+
+    def _schedule_keepalive(self, peer: Peer, now: float) -> None:
+        keepalive = self.config.keepalive
+        if keepalive is not None:
+            peer.keepalive_at = peer.last_sent + keepalive * self.random.uniform(*KEEPALIVE_JITTER)
+            peer.keepalive_at = max(now, peer.keepalive_at)
+
+    def count_consumed(self, message: Message) -> bool:
+        """The application received ``message`` (reliable mode): it no longer
+        counts against its peer's window. True if an acknowledgement should go
+        now to tell the peer its window opened (call ``take_datagrams``)."""
+        peer = cast("Peer", message._origin)
+        size = len(message.payload)
+        peer.unconsumed -= 1
+        peer.unconsumed_bytes -= size
+        self._buffered_total -= size
+        stream = peer.unicast
+        acks = None if stream is None else stream.acks
+        if peer.closed or acks is None or acks.limit_sent < 0:
+            return False
+        window = cast("OrderedWindow", stream.window)  # type: ignore[union-attr]
+        window_size = self.config.reorder_window
+        limit = window.base - 1 + max(window_size - peer.unconsumed, 0)
+        if sequence_difference(limit & 0xFFFFFFFF, acks.limit_sent) >= max(window_size // 4, 1):
+            acks.due = 0.0
+            self._ready[peer] = None
+            return True
+        return False
 
     def subscribe(self, topics: frozenset[str] | None) -> None:
         """Deliver only messages with these topics ("" is no topic), or every
@@ -676,7 +1155,18 @@ class Engine:
         deadline = inf
         if config.idle_timeout is not None and not self.connected:
             deadline = peer.last_activity + config.idle_timeout
+        if peer.sender is not None:
+            deadline = min(deadline, peer.sender.deadline())
+        deadline = min(deadline, peer.keepalive_at)
+        if config.keepalive is not None and peer.state is ConnectionState.ESTABLISHED:
+            deadline = min(deadline, peer.heard + config.keepalive)
+        if config.dead_timeout is not None and peer.state is not ConnectionState.LOST:
+            deadline = min(deadline, peer.heard + config.dead_timeout)
         for stream in peer.streams():
+            if stream.acks is not None:
+                if peer not in self._ready:  # else the ACK goes with the next output
+                    deadline = min(deadline, stream.acks.due)
+                continue
             window = stream.window
             if isinstance(window, OrderedWindow):
                 arrival = window.oldest_arrival()
@@ -686,6 +1176,35 @@ class Engine:
                 deadline = min(deadline, partial.last_seen + config.reassembly_timeout)
                 break
         return deadline
+
+    def _peer_timers(self, peer: Peer, now: float) -> None:
+        """The reliable, keepalive and liveness timers of ``peer``."""
+        config = self.config
+        stream = peer.unicast
+        if stream is not None and stream.acks is not None and stream.acks.due <= now:
+            self._ready[peer] = None
+        sender = peer.sender
+        if sender is not None and sender.deadline() <= now:
+            sender.on_timer(now)
+            if sender.failure is not None:
+                self._fail(peer, sender.failure)
+            self._ready[peer] = None
+        if peer.keepalive_at <= now:
+            keepalive = cast("float", config.keepalive)
+            if now - peer.last_sent >= keepalive * KEEPALIVE_JITTER[0]:
+                peer.ping_due = True
+                self._ready[peer] = None
+                peer.last_sent = now
+            self._schedule_keepalive(peer, now)
+        silent = now - peer.heard
+        if config.dead_timeout is not None and silent >= config.dead_timeout:
+            self._set_state(peer, ConnectionState.LOST)
+        elif (
+            config.keepalive is not None
+            and silent >= config.keepalive
+            and peer.state is ConnectionState.ESTABLISHED
+        ):
+            self._set_state(peer, ConnectionState.IDLE)
 
     def _arm(self, peer: Peer) -> None:
         deadline = self._deadline(peer)
@@ -706,7 +1225,10 @@ class Engine:
             if peer.closed or deadline != peer.timer_at:
                 continue
             peer.timer_at = inf
+            self._peer_timers(peer, now)
             for stream in peer.streams():
+                if stream.acks is not None:
+                    continue
                 window = stream.window
                 if isinstance(window, OrderedWindow):
                     while True:
@@ -740,10 +1262,13 @@ class Engine:
         total = Counters()
         total.add(self._own)
         total.add(self._retired)
-        pending = 0
+        pending = unacknowledged = in_flight = 0
         for peer in self.peers.values():
             total.add(peer.counters, _SUMMED)
             pending += peer.pending_datagrams
+            if peer.sender is not None:
+                unacknowledged += peer.sender.unacknowledged
+                in_flight += peer.sender.bytes_in_flight
         for destination in self._destinations.values():
             total.add(destination.counters, _SUMMED)
         return endpoint_statistics(
@@ -753,6 +1278,8 @@ class Engine:
             peers_opened=self.peers_opened,
             peers_closed=self.peers_closed,
             receive_errors=self.receive_errors,
+            messages_unacknowledged=unacknowledged,
+            bytes_in_flight=in_flight,
         )
 
 

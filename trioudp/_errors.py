@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 if TYPE_CHECKING:
     from ._message import Address
 
@@ -25,3 +27,18 @@ class UnreachableError(OSError):
             f"(nothing listening there?). The connection is still usable",
         )
         self.address = address
+
+
+class PeerLostError(trio.BrokenResourceError):
+    """A reliable peer is gone: it acknowledged nothing for ``give_up_timeout``
+    seconds, or it refused reliable delivery (it was opened without
+    ``reliable=True``). Raised by ``send()`` and ``flush()`` of its connection;
+    ``unacknowledged`` messages were not confirmed and may not have arrived.
+    The connection cannot send again: open a new one (or, on a server, wait for
+    the peer to come back, which starts a new connection).
+    """
+
+    def __init__(self, message: str, address: Address, unacknowledged: int) -> None:
+        super().__init__(message)
+        self.address = address
+        self.unacknowledged = unacknowledged

@@ -5,9 +5,13 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     offset  size  field
     0       2     magic, the bytes "tU" (0x74 0x55)
     2       1     version, 1
-    3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP, 0x08 AUTH; the rest 0
+    3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP, 0x08 AUTH,
+                  0x10 RELIABLE, 0x20 CONTROL; the rest 0
     4       8     session id, random per sender and destination
     12      4     sequence number of the message, wraps at 2**32
+    -- only when RELIABLE is set:
+    +0      4     packet number of this datagram (never reused in a session), wraps
+    +4      4     the sender's oldest unacknowledged sequence number
     -- only when FRAGMENT is set:
     +0      4     message length, the whole message's payload in bytes
     +4      2     fragment index, 0-based
@@ -20,7 +24,10 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     end-4   4     CRC32C (Castagnoli) of every byte before it, or with AUTH:
     end-16  16    BLAKE2b-128 keyed with the shared key, of every byte before it
 
-GROUP marks a frame sent to a multicast or broadcast address. All integers are
+GROUP marks a frame sent to a multicast or broadcast address. A CONTROL frame
+carries no message: its sequence field is a value and its payload starts with a
+kind byte (ACK, PING, REJECT; see docs/protocol.md and _reliable.py), and it may
+have no flag but AUTH. All integers are
 big-endian. Decoding follows the rule at the top of trio's ``_dtls.py``: a
 function whose name ends in ``_untrusted`` reads bytes from the network and
 may raise ``BadFrame`` and nothing else, whatever the bytes are.
@@ -46,7 +53,19 @@ FLAG_FRAGMENT = 0x01
 FLAG_TOPIC = 0x02
 FLAG_GROUP = 0x04
 FLAG_AUTH = 0x08
-KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP | FLAG_AUTH
+FLAG_RELIABLE = 0x10
+FLAG_CONTROL = 0x20
+KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP | FLAG_AUTH | FLAG_RELIABLE | FLAG_CONTROL
+#: Control frame kinds (the first payload byte of a CONTROL frame).
+KIND_DATA = 0
+KIND_ACK = 1
+KIND_PING = 2
+KIND_REJECT = 3
+#: REJECT reasons (the value field of a REJECT frame).
+REJECT_NOT_RELIABLE = 1
+REJECT_RELIABLE_ONLY = 2
+#: Ranges one ACK frame carries at most.
+MAX_ACK_RANGES = 32
 #: Bytes of the BLAKE2b tag that replaces the CRC32C on authenticated frames.
 TAG_SIZE = 16
 #: Key lengths BLAKE2b takes.
@@ -56,6 +75,8 @@ MAX_TOPIC = 255
 _HEADER = struct.Struct("!2sBBQI")
 _FRAGMENT_HEADER = struct.Struct("!IHH")
 _CRC = struct.Struct("!I")
+_RELIABLE_HEADER = struct.Struct("!II")
+_ACK_RANGE = struct.Struct("!II")
 
 HEADER_SIZE = _HEADER.size  # 16
 FRAGMENT_HEADER_SIZE = HEADER_SIZE + _FRAGMENT_HEADER.size  # 24
@@ -64,6 +85,8 @@ CRC_SIZE = _CRC.size  # 4
 OVERHEAD = HEADER_SIZE + CRC_SIZE
 #: Bytes each fragment of a fragmented message adds to its piece of payload.
 FRAGMENT_OVERHEAD = FRAGMENT_HEADER_SIZE + CRC_SIZE
+#: Bytes the RELIABLE flag adds to a frame (packet number, oldest unacknowledged).
+RELIABLE_SIZE = _RELIABLE_HEADER.size
 MAX_FRAGMENTS = 0xFFFF
 SEQUENCE_MODULUS = 2**32
 
@@ -92,6 +115,13 @@ class Frame(NamedTuple):
     fragment_count: int
     topic: bytes
     group: bool
+    #: The packet number of a RELIABLE frame (-1 for others).
+    packet: int = -1
+    #: The sender's oldest unacknowledged sequence number (RELIABLE frames).
+    oldest: int = 0
+    #: KIND_DATA for a message frame, else the kind of a CONTROL frame (whose
+    #: ``sequence`` is then its value and ``payload`` the rest of its body).
+    kind: int = KIND_DATA
 
 
 def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
@@ -126,15 +156,31 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
             raise BadFrame("CRC32C mismatch", crc=True)
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
+    if flags & FLAG_CONTROL:
+        if flags & ~(FLAG_CONTROL | FLAG_AUTH):
+            raise BadFrame(f"a control frame with other flags (0x{flags:02x})")
+        if end == HEADER_SIZE or not KIND_ACK <= view[HEADER_SIZE] <= KIND_REJECT:
+            raise BadFrame("a control frame without a known kind")
+        body = view[HEADER_SIZE + 1 : end]
+        return Frame(session, sequence, body, 0, 0, 1, b"", False, -1, 0, view[HEADER_SIZE])
     offset = HEADER_SIZE
+    packet = -1
+    oldest = 0
+    if flags & FLAG_RELIABLE:
+        if flags & FLAG_GROUP:
+            raise BadFrame("a group frame cannot be reliable")
+        if end < HEADER_SIZE + RELIABLE_SIZE:
+            raise BadFrame(f"{size} bytes is too short for a reliable frame")
+        packet, oldest = _RELIABLE_HEADER.unpack_from(view, HEADER_SIZE)
+        offset += RELIABLE_SIZE
     length = index = 0
     count = 1
     fragmented = flags & FLAG_FRAGMENT
     if fragmented:
-        if end < FRAGMENT_HEADER_SIZE:
+        if end < offset + _FRAGMENT_HEADER.size:
             raise BadFrame(f"{size} bytes is too short for a fragment")
-        length, index, count = _FRAGMENT_HEADER.unpack_from(view, HEADER_SIZE)
-        offset = FRAGMENT_HEADER_SIZE
+        length, index, count = _FRAGMENT_HEADER.unpack_from(view, offset)
+        offset += _FRAGMENT_HEADER.size
     topic = b""
     if flags & FLAG_TOPIC:
         if offset >= end or not 1 <= view[offset] <= end - offset - 1:
@@ -148,7 +194,7 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
     payload = view[offset:end]
     group = bool(flags & FLAG_GROUP)
     if not fragmented:
-        return Frame(session, sequence, payload, len(payload), 0, 1, topic, group)
+        return Frame(session, sequence, payload, len(payload), 0, 1, topic, group, packet, oldest)
     if index >= count:
         raise BadFrame(f"fragment index {index} is not below its count {count}")
     # Every fragment carries at least one byte, so a message of n bytes has at
@@ -157,7 +203,7 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         raise BadFrame(f"fragment of {len(payload)} bytes, {count} fragments, {length} total")
     if count == 1 and len(payload) != length:
         raise BadFrame("a single fragment that is not the whole message")
-    return Frame(session, sequence, payload, length, index, count, topic, group)
+    return Frame(session, sequence, payload, length, index, count, topic, group, packet, oldest)
 
 
 def _seal(body: bytes) -> bytes:
@@ -169,6 +215,44 @@ def _signer(key: bytes) -> Callable[[bytes], bytes]:
         return body + blake2b(body, key=key, digest_size=TAG_SIZE).digest()
 
     return sign
+
+
+def sealer(key: bytes | None) -> Callable[[bytes], bytes]:
+    """What ends a frame: a CRC32C, or with a key a BLAKE2b tag."""
+    return _seal if key is None else _signer(key)
+
+
+def _trailer(key: bytes | None) -> int:
+    return CRC_SIZE if key is None else TAG_SIZE
+
+
+def _topic_field(topic: bytes) -> bytes:
+    if not topic:
+        return b""
+    if len(topic) > MAX_TOPIC:
+        raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(topic)}")
+    return bytes((len(topic),)) + topic
+
+
+def fragment_size(
+    length: int, max_datagram_size: int, *, topic: bytes, key: bytes | None, reliable: bool
+) -> int:
+    """How many payload bytes each datagram of a ``length``-byte message carries:
+    ``length`` itself if the message fits in one datagram (not fragmented)."""
+    fixed = HEADER_SIZE + _trailer(key) + len(_topic_field(topic))
+    if reliable:
+        fixed += RELIABLE_SIZE
+    if length + fixed <= max_datagram_size:
+        return length
+    chunk = max_datagram_size - fixed - _FRAGMENT_HEADER.size
+    if chunk < 1:
+        raise ValueError(f"a {len(topic)}-byte topic leaves no room in {max_datagram_size} bytes")
+    if -(-length // chunk) > MAX_FRAGMENTS:
+        raise ValueError(
+            f"a message of {length} bytes needs more than {MAX_FRAGMENTS} fragments of "
+            f"{chunk} bytes; raise max_datagram_size or send less"
+        )
+    return chunk
 
 
 def encode_message(
@@ -187,29 +271,16 @@ def encode_message(
     view = memoryview(payload)
     length = view.nbytes
     flags = FLAG_GROUP if group else 0
-    seal: Callable[[bytes], bytes] = _seal
-    trailer = 0
     if key is not None:
         flags |= FLAG_AUTH
-        seal = _signer(key)
-        trailer = TAG_SIZE - CRC_SIZE
-    extra = b""
-    if topic:
-        if len(topic) > MAX_TOPIC:
-            raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(topic)}")
+    seal = sealer(key)
+    extra = _topic_field(topic)
+    if extra:
         flags |= FLAG_TOPIC
-        extra = bytes((len(topic),)) + topic
-    if length + OVERHEAD + trailer + len(extra) <= max_datagram_size:
+    chunk = fragment_size(length, max_datagram_size, topic=topic, key=key, reliable=False)
+    if chunk == length:
         return [seal(_HEADER.pack(MAGIC, VERSION, flags, session, sequence) + extra + view)]
-    chunk = max_datagram_size - FRAGMENT_OVERHEAD - trailer - len(extra)
-    if chunk < 1:
-        raise ValueError(f"a {len(topic)}-byte topic leaves no room in {max_datagram_size} bytes")
     count = -(-length // chunk)
-    if count > MAX_FRAGMENTS:
-        raise ValueError(
-            f"a message of {length} bytes needs more than {MAX_FRAGMENTS} fragments of "
-            f"{chunk} bytes; raise max_datagram_size or send less"
-        )
     header = _HEADER.pack(MAGIC, VERSION, flags | FLAG_FRAGMENT, session, sequence)
     pack = _FRAGMENT_HEADER.pack
     return [
@@ -218,6 +289,81 @@ def encode_message(
         )
         for index in range(count)
     ]
+
+
+def encode_reliable(
+    session: int,
+    sequence: int,
+    packet: int,
+    oldest: int,
+    fragment: tuple[int, int, int] | None,
+    topic: bytes,
+    chunk: Buffer,
+    seal: Callable[[bytes], bytes],
+    *,
+    authenticated: bool,
+) -> bytes:
+    """One RELIABLE datagram: a whole message (``fragment`` None) or the
+    fragment ``(message length, index, count)`` of one. Made anew for each
+    transmission, since the packet number and ``oldest`` change."""
+    flags = FLAG_RELIABLE
+    if authenticated:
+        flags |= FLAG_AUTH
+    extra = _topic_field(topic)
+    if extra:
+        flags |= FLAG_TOPIC
+    middle = b""
+    if fragment is not None:
+        flags |= FLAG_FRAGMENT
+        middle = _FRAGMENT_HEADER.pack(*fragment)
+    return seal(
+        _HEADER.pack(MAGIC, VERSION, flags, session, sequence)
+        + _RELIABLE_HEADER.pack(packet & 0xFFFFFFFF, oldest)
+        + middle
+        + extra
+        + chunk
+    )
+
+
+def encode_control(
+    kind: int,
+    session: int,
+    value: int,
+    body: bytes,
+    seal: Callable[[bytes], bytes],
+    *,
+    authenticated: bool,
+) -> bytes:
+    """A CONTROL frame of ``kind`` (KIND_ACK, KIND_PING, KIND_REJECT)."""
+    flags = FLAG_CONTROL | (FLAG_AUTH if authenticated else 0)
+    return seal(_HEADER.pack(MAGIC, VERSION, flags, session, value) + bytes((kind,)) + body)
+
+
+def encode_ack_body(delay: float, ranges: list[tuple[int, int]]) -> bytes:
+    """An ACK's body: the delay (seconds) the receiver added before sending it,
+    and up to MAX_ACK_RANGES ``(largest, smallest)`` packet number ranges,
+    newest first."""
+    ranges = ranges[:MAX_ACK_RANGES]
+    micros = min(max(int(delay * 1e6), 0), 0xFFFFFFFF)
+    parts = [struct.pack("!IB", micros, len(ranges))]
+    parts.extend(_ACK_RANGE.pack(high & 0xFFFFFFFF, low & 0xFFFFFFFF) for high, low in ranges)
+    return b"".join(parts)
+
+
+def decode_ack_untrusted(body: Buffer) -> tuple[float, list[tuple[int, int]]]:
+    """An ACK's delay (seconds) and ``(largest, smallest)`` 32-bit packet number
+    ranges. Raises BadFrame, and only BadFrame, if the body is not valid."""
+    view = memoryview(body)
+    if view.nbytes < 5:
+        raise BadFrame("an ACK shorter than its delay and range count")
+    micros, count = struct.unpack_from("!IB", view)
+    if count > MAX_ACK_RANGES or view.nbytes != 5 + count * _ACK_RANGE.size:
+        raise BadFrame(f"an ACK of {view.nbytes} bytes does not hold its {count} ranges")
+    ranges = [_ACK_RANGE.unpack_from(view, 5 + i * _ACK_RANGE.size) for i in range(count)]
+    for high, low in ranges:
+        if sequence_difference(high, low) < 0:
+            raise BadFrame("an ACK range whose largest is below its smallest")
+    return micros / 1e6, ranges
 
 
 def sequence_difference(a: int, b: int) -> int:

@@ -138,6 +138,15 @@ class BroadcastEndpoint(_Group):
         return self._destination
 
 
+def _unreliable(config: Config) -> Config:
+    if config.reliable:
+        raise ValueError(
+            "reliable=True is for unicast: a group has no one to acknowledge; use "
+            "open_udp_server/open_udp_connection for messages that must arrive"
+        )
+    return config
+
+
 @asynccontextmanager
 async def open_multicast(
     group: str | Sequence[str],
@@ -169,7 +178,7 @@ async def open_multicast(
     if not groups:
         raise ValueError("open_multicast() needs at least one group")
     check_port(port)
-    chosen = make_config(config, options)
+    chosen = _unreliable(make_config(config, options))
     sock = multicast_socket(groups, port, interface=interface, ttl=ttl, loopback=loopback)
     try:
         configure(sock, chosen)
@@ -216,7 +225,7 @@ async def open_broadcast(
             f"address must be an IPv4 broadcast address such as 255.255.255.255 or "
             f"192.168.1.255, got {address!r}"
         ) from None
-    chosen = make_config(config, options)
+    chosen = _unreliable(make_config(config, options))
     sock = broadcast_socket(port, interface)
     try:
         configure(sock, chosen)

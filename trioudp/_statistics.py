@@ -8,10 +8,16 @@ buffer::
         + datagrams_late + datagrams_crc_error + datagrams_malformed
         + datagrams_stale_session + datagrams_reassembly_expired
         + datagrams_over_limit + datagrams_overflow_dropped + datagrams_filtered
-        + datagrams_own + datagrams_unauthenticated + datagrams_pending
+        + datagrams_own + datagrams_unauthenticated + datagrams_control
+        + datagrams_mismatched + datagrams_pending
+
+A reliable sender's messages close too: ``messages_sent == messages_acked +
+messages_failed + messages_unacknowledged``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 
@@ -29,6 +35,8 @@ OUTCOMES = (
     "datagrams_filtered",
     "datagrams_own",
     "datagrams_unauthenticated",
+    "datagrams_control",
+    "datagrams_mismatched",
 )
 
 
@@ -52,6 +60,8 @@ class Counters:
     datagrams_filtered: int = 0
     datagrams_own: int = 0
     datagrams_unauthenticated: int = 0
+    datagrams_control: int = 0
+    datagrams_mismatched: int = 0
     messages_delivered: int = 0
     messages_lost: int = 0
     messages_overflow_dropped: int = 0
@@ -61,6 +71,14 @@ class Counters:
     unreachable_errors: int = 0
     session_changes: int = 0
     datagrams_send_dropped: int = 0
+    messages_acked: int = 0
+    messages_failed: int = 0
+    datagrams_retransmitted: int = 0
+    probe_timeouts: int = 0
+    acks_sent: int = 0
+    acks_received: int = 0
+    pings_sent: int = 0
+    control_suppressed: int = 0
 
     def add(self, other: Counters, names: tuple[str, ...] | None = None) -> None:
         """Add ``other``'s counters (only ``names``, if given) to these."""
@@ -116,6 +134,11 @@ class PeerStatistics:
     """Datagrams refused by authentication: no tag while this endpoint has a
     key, a tag that does not match it (forged, damaged, another key), or a tag
     this endpoint has no key for."""
+    datagrams_control: int
+    """Control frames taken: acknowledgements, PINGs (answered), REJECTs."""
+    datagrams_mismatched: int
+    """Frames a reliable endpoint got from an unreliable one, or the reverse:
+    not delivered, answered with a REJECT that makes the sender fail clearly."""
     datagrams_pending: int
     """Datagrams held right now in reassembly or reorder buffers."""
     messages_delivered: int
@@ -138,6 +161,38 @@ class PeerStatistics:
     datagrams_send_dropped: int
     """Datagrams to send that the kernel had no buffer for (ENOBUFS) even after
     about half a second of backing off; dropped, as a full router would."""
+    messages_acked: int
+    """Reliable messages the peer acknowledged (every fragment of them)."""
+    messages_failed: int
+    """Reliable messages given up on: the peer stopped answering for
+    ``give_up_timeout`` or refused reliable delivery."""
+    datagrams_retransmitted: int
+    """Datagrams sent again because they were lost or a probe timeout fired
+    (also counted in ``datagrams_sent``)."""
+    probe_timeouts: int
+    """Times nothing was acknowledged for a probe timeout (RFC 9002 PTO)."""
+    acks_sent: int
+    """Acknowledgements sent (in ``datagrams_sent`` too)."""
+    acks_received: int
+    """Acknowledgements that acknowledged something new."""
+    pings_sent: int
+    """PINGs sent: keepalives, and probes while the peer's window is closed."""
+    control_suppressed: int
+    """Acknowledgements or REJECTs not sent because they would have made this
+    endpoint send more than three times the bytes the peer sent it (RFC 9000
+    §8.1, against spoofed addresses), or sooner than one REJECT a second."""
+    messages_unacknowledged: int = 0
+    """Reliable messages queued or in flight, not yet acknowledged."""
+    bytes_in_flight: int = 0
+    """Bytes of reliable datagrams sent and not yet acknowledged or lost."""
+    congestion_window: int = 0
+    """Bytes the congestion controller lets be in flight (reliable mode)."""
+    rtt_smoothed: float = 0.0
+    """Smoothed round-trip time in seconds (RFC 9002; reliable mode, 0 before a sample)."""
+    rtt_variation: float = 0.0
+    """Its mean deviation in seconds."""
+    rtt_min: float = 0.0
+    """The smallest round-trip time seen, in seconds."""
 
     @property
     def datagrams_accounted(self) -> int:
@@ -163,9 +218,9 @@ class EndpointStatistics(PeerStatistics):
     """Errors the kernel reported when reading the socket (counted, not raised)."""
 
 
-def peer_statistics(counters: Counters, pending: int) -> PeerStatistics:
-    """Freeze one peer's counters."""
-    return PeerStatistics(datagrams_pending=pending, **counters.values())
+def peer_statistics(counters: Counters, pending: int, **reliable: Any) -> PeerStatistics:
+    """Freeze one peer's counters (with its reliable sender's figures, if any)."""
+    return PeerStatistics(datagrams_pending=pending, **counters.values(), **reliable)
 
 
 def endpoint_statistics(
@@ -176,6 +231,7 @@ def endpoint_statistics(
     peers_opened: int,
     peers_closed: int,
     receive_errors: int,
+    **reliable: Any,
 ) -> EndpointStatistics:
     """Freeze an endpoint's summed counters with its endpoint-only figures."""
     return EndpointStatistics(
@@ -185,4 +241,5 @@ def endpoint_statistics(
         peers_closed=peers_closed,
         receive_errors=receive_errors,
         **counters.values(),
+        **reliable,
     )

@@ -1,0 +1,281 @@
+"""Reliable delivery (reliable=True) through the whole stack on the fake network:
+exactly once, in order, or a clear error on the sender."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp.testing import CLEAN, HARSH, MODERATE, STRESS, FakeNetwork, Faults
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
+SERVER = ("10.0.0.1", 5000)
+PROFILES = {"clean": CLEAN, "moderate": MODERATE, "harsh": HARSH, "stress": STRESS}
+SOAK = bool(os.environ.get("TRIOUDP_SOAK"))
+#: Messages per run: 10**4 (noxfile.py gives one session that, the others 10**3),
+#: 10**5 in the soak session.
+COUNT = 100_000 if SOAK else int(os.environ.get("TRIOUDP_RELIABLE_MESSAGES", "10000"))
+SEEDS = range(30 if SOAK else 10)
+#: Mixed sizes: empty, small, one full datagram, and up to four fragments.
+SIZES = [0, 1, 17, 200, 1150, 1160, 2500, 4600]
+OPTIONS: dict[str, Any] = {"reliable": True, "max_message_size": 64 * 1024}
+
+
+@asynccontextmanager
+async def pair(
+    network: FakeNetwork, server: dict[str, Any] | None = None, **client: Any
+) -> AsyncGenerator[tuple[trioudp.UDPServer, trioudp.Connection], None]:
+    """A reliable server and a reliable client connected to it on ``network``
+    (options for each laid over reliable=True)."""
+    server_options: dict[str, Any] = {"reliable": True, **(server or {})}
+    client_options: dict[str, Any] = {"reliable": True, **client}
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(SERVER[0], SERVER[1], **server_options) as udp_server,
+            trioudp.open_udp_connection(SERVER[0], SERVER[1], **client_options) as conn,
+        ):
+            yield udp_server, conn
+
+
+def state_of(conn: trioudp.Connection) -> trioudp.ConnectionState:
+    return conn.state.value
+
+
+def payloads(count: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.choice(SIZES)) for _ in range(count)]
+
+
+async def transfer(
+    network: FakeNetwork, sent: list[bytes], **options: Any
+) -> tuple[list[bytes], trioudp.PeerStatistics, trioudp.EndpointStatistics]:
+    """A client sends every payload (await send() each, then flush()) while the
+    server's application receives; returns what it received and both sides'
+    statistics."""
+    received: list[bytes] = []
+    with network.installed():
+        async with trioudp.open_udp_server(SERVER[0], SERVER[1], **OPTIONS, **options) as server:
+
+            async def collect() -> None:
+                async for message in server:
+                    received.append(message.payload)
+                    if len(received) == len(sent):
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collect)
+                async with trioudp.open_udp_connection(
+                    SERVER[0], SERVER[1], **OPTIONS, **options
+                ) as conn:
+                    for payload in sent:
+                        await conn.send(payload)
+                    await conn.flush()
+                    client = conn.statistics()
+            server_stats = server.statistics()
+    return received, client, server_stats
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("profile", list(PROFILES))
+async def test_every_message_arrives_once_in_order(
+    autojump_clock: trio.testing.MockClock, profile: str, seed: int
+) -> None:
+    network = FakeNetwork(seed=seed, faults=PROFILES[profile])
+    sent = payloads(COUNT, seed)
+    received, client, server = await transfer(network, sent)
+    assert len(received) == len(sent)
+    assert [hashlib.sha256(p).digest() for p in received] == [
+        hashlib.sha256(p).digest() for p in sent
+    ]
+    # The sender's accounting closes, and everything was acknowledged.
+    assert client.messages_sent == len(sent)
+    assert client.messages_sent == (
+        client.messages_acked + client.messages_failed + client.messages_unacknowledged
+    )
+    assert client.messages_acked == len(sent)
+    assert client.bytes_in_flight == 0
+    # The receiver's datagrams all end in a named outcome.
+    assert server.datagrams_received == server.datagrams_accounted
+    assert server.messages_delivered == len(sent)
+    if profile != "clean":
+        assert network.statistics.lost > 0
+        assert client.datagrams_retransmitted > 0
+        assert client.rtt_smoothed > 0
+    else:
+        assert client.datagrams_retransmitted == 0
+
+
+async def test_send_waits_for_a_receiver_that_does_not_read(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer whose application does not receive stops taking data after its
+    window (reorder_window messages): send() blocks instead of buffering, and
+    goes on as soon as the application reads. Nothing is given up."""
+    async with pair(FakeNetwork(seed=1), {"reorder_window": 16}) as (server, conn):
+        sent = 0
+        with trio.move_on_after(60):
+            while True:
+                await conn.send(b"m%d" % sent)
+                sent += 1
+        # 16 in the server's window, then up to the client's own 256 queued:
+        # never more, however long it waits.
+        assert sent == 16 + 256
+        assert state_of(conn) is trioudp.ConnectionState.ESTABLISHED
+        assert conn.statistics().messages_failed == 0
+        got = [(await server.receive()).payload for _ in range(sent)]
+        assert got == [b"m%d" % i for i in range(sent)]
+        await conn.flush()
+        assert conn.statistics().messages_acked == sent
+
+
+async def test_a_vanished_peer_fails_the_sender_after_give_up_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork(seed=2)
+    async with pair(network, give_up_timeout=5.0) as (server, conn):
+        await conn.send(b"first")
+        await conn.flush()
+        assert (await server.receive()).payload == b"first"
+        network.set_faults(Faults(loss=1.0))  # the server is cut off
+        for index in range(5):
+            await conn.send(b"lost %d" % index)
+        start = trio.current_time()
+        with pytest.raises(trioudp.PeerLostError, match="give_up_timeout") as info:
+            await conn.flush()
+        waited = trio.current_time() - start
+        assert 5.0 <= waited <= 5.0 + 0.5
+        assert info.value.unacknowledged == 5
+        assert state_of(conn) is trioudp.ConnectionState.LOST
+        stats = conn.statistics()
+        assert stats.messages_failed == 5
+        assert stats.messages_sent == stats.messages_acked + stats.messages_failed
+        with pytest.raises(trioudp.PeerLostError):
+            await conn.send(b"again")
+
+
+async def test_state_is_awaitable(autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork(seed=3)
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, reliable=True) as server:
+            async with trioudp.open_udp_connection(
+                *SERVER, reliable=True, keepalive=15.0, dead_timeout=50.0
+            ) as conn:
+                assert state_of(conn) is trioudp.ConnectionState.CONNECTING
+                await conn.send(b"hello")
+                with trio.fail_after(1):
+                    await conn.state.wait_value(trioudp.ConnectionState.ESTABLISHED)
+                message = await server.receive()
+                # Keepalives keep a quiet connection established: the PINGs are
+                # answered, so an hour passes without it going idle.
+                with trio.move_on_after(3600):
+                    await conn.state.wait_value(trioudp.ConnectionState.IDLE)
+                assert state_of(conn) is trioudp.ConnectionState.ESTABLISHED
+                pings = conn.statistics().pings_sent
+                assert 3600 / 15 <= pings <= 3600 / 12 + 1
+                network.set_faults(Faults(loss=1.0))
+                start = trio.current_time()
+                await conn.state.wait_value(trioudp.ConnectionState.IDLE)
+                await conn.state.wait_value(trioudp.ConnectionState.LOST)
+                assert 50 - 15 <= trio.current_time() - start <= 50 + 1
+                network.set_faults(Faults())
+                await message.reply(b"back")
+                await conn.state.wait_value(trioudp.ConnectionState.ESTABLISHED)
+                assert (await conn.receive()).payload == b"back"
+            assert state_of(conn) is trioudp.ConnectionState.CLOSED
+
+
+@pytest.mark.parametrize("reliable_end", ["client", "server"])
+async def test_mixed_peers_get_a_clear_error(
+    autojump_clock: trio.testing.MockClock, reliable_end: str
+) -> None:
+    network = FakeNetwork(seed=4)
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, reliable=reliable_end == "server") as server:
+            async with trioudp.open_udp_connection(
+                *SERVER, reliable=reliable_end == "client"
+            ) as conn:
+                await conn.send(b"one")
+                with trio.fail_after(1):
+                    await conn.state.wait_value(trioudp.ConnectionState.LOST)
+                error = "does not take reliable" if reliable_end == "client" else "only reliable"
+                with pytest.raises(trioudp.PeerLostError, match=error):
+                    await conn.send(b"two")
+                with pytest.raises(trioudp.PeerLostError, match="reliable=True"):
+                    await conn.flush()
+            stats = server.statistics()
+            assert stats.datagrams_mismatched == 1
+            assert stats.messages_delivered == 0
+            assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_a_restarted_sender_starts_a_fresh_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client that restarts (a new socket on the same address, a new session)
+    is a new connection on the server; the old session's late datagrams are
+    refused as stale, never delivered into the new one."""
+    network = FakeNetwork(seed=5, faults=Faults(delay=0.05, jitter=0.04, reorder=0.3))
+    local = ("10.0.0.2", 6000)
+    received: list[bytes] = []
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, reliable=True) as server:
+            async with trio.open_nursery() as nursery:
+
+                async def collect() -> None:
+                    async for message in server:
+                        received.append(message.payload)
+
+                nursery.start_soon(collect)
+                for run in range(3):
+                    async with trioudp.open_udp_connection(
+                        *SERVER, reliable=True, local_address=local
+                    ) as conn:
+                        for index in range(50):
+                            await conn.send(b"%d/%d" % (run, index))
+                        await conn.flush()
+                await trio.sleep(5)
+                nursery.cancel_scope.cancel()
+            stats = server.statistics()
+    assert received == [b"%d/%d" % (run, index) for run in range(3) for index in range(50)]
+    assert stats.peers_opened == 3
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_serve_handler_replies_are_delivered_before_the_peer_is_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork(seed=6, faults=MODERATE)
+
+    async def handler(connection: trioudp.Connection) -> None:
+        message = await connection.receive()
+        for index in range(100):
+            await connection.send(message.payload + b" %d" % index)
+
+    async with pair(network) as (server, conn), trio.open_nursery() as nursery:
+        await nursery.start(server.serve, handler)
+        await conn.send(b"ask")
+        replies = [(await conn.receive()).payload for _ in range(100)]
+        nursery.cancel_scope.cancel()
+    assert replies == [b"ask %d" % index for index in range(100)]
+
+
+async def test_reliable_is_refused_where_it_cannot_work() -> None:
+    with pytest.raises(ValueError, match="ordered=False"):
+        trioudp.Config(reliable=True, ordered=False)
+    with pytest.raises(ValueError, match="framing=False"):
+        trioudp.Config(reliable=True, framing=False)
+    with pytest.raises(ValueError, match="keepalive must be a number of seconds from 15"):
+        trioudp.Config(keepalive=1.0)
+    with pytest.raises(ValueError, match="unicast"):
+        async with trioudp.open_multicast("239.255.0.1", 0, reliable=True):
+            pass  # pragma: no cover

@@ -1,0 +1,535 @@
+"""Reliable delivery, sans-IO: the sender's loss recovery and the receiver's
+acknowledgements (time passed in, nothing read from a clock).
+
+Packets and messages. A reliable sender gives every datagram it transmits a
+packet number of its own, never reused in the session (RFC 9000 §12.3), so an
+acknowledgement names exactly one transmission: RTT samples are never
+ambiguous (Karn's rule holds by construction) and a lost datagram is sent again
+under a new number. Each datagram carries one whole message or one fragment of
+one, so fragments of a large message are acknowledged and resent one by one.
+Every datagram also carries the sender's oldest unacknowledged message number:
+a receiver that does not know the session (it restarted, or forgot the peer
+while it was quiet) starts there, since everything before it was acknowledged.
+
+Loss recovery follows RFC 9002: a datagram is lost once one sent three packets
+later is acknowledged (packet threshold) or one sent after it was acknowledged
+9/8 RTT ago (time threshold); lost fragments are queued to go again first.
+When nothing is acknowledged for a probe timeout (PTO: smoothed RTT + 4 x
+variation + max ack delay, 1 s before any sample, doubled for each
+consecutive one up to MAX_PTO), up to two of the oldest fragments in flight are
+sent again as probes, or a PING when there is none. Congestion control is
+NewReno (RFC 9002 §7): a window of bytes in flight that starts at ten
+datagrams, doubles per RTT in slow start, halves once per loss episode, never
+below two; retransmissions count against it like any traffic (RFC 8085
+§3.1), so a lossy path is not flooded. A peer that acknowledges nothing for
+``give_up_timeout`` while something waits for it is lost: everything still
+unacknowledged is counted as failed and the sender stops.
+
+Flow control. Every ACK carries the highest message number the receiver takes
+now (it holds at most ``reorder_window`` messages between the first one not
+yet delivered and the last one the application has not yet received); the
+sender sends nothing beyond it. If that closes the window while nothing is in
+flight, PTO sends PINGs, whose ACKs carry the window again, so a lost window
+update cannot deadlock and a live but slow receiver is never given up on.
+
+The receiver (``Acknowledger``, one per reliable stream) records packet numbers
+of datagrams it has accepted (stored or already delivered; never one it had to
+refuse), and acknowledges after every second one, at once when one arrives out
+of order, and otherwise within ``MAX_ACK_DELAY`` (RFC 9000 §13.2). At most
+MAX_ACK_RANGES ranges are kept and sent, newest first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from math import inf
+from typing import TYPE_CHECKING
+
+from ._frame import (
+    KIND_PING,
+    encode_ack_body,
+    encode_control,
+    encode_reliable,
+    fragment_size,
+    sealer,
+    sequence_difference,
+)
+from ._recovery import MAX_ACK_DELAY, AckRanges, RttEstimator
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from typing_extensions import Buffer
+
+    from ._statistics import Counters
+
+#: RFC 9002 §6.1.1: a datagram is lost once one sent this many later is acknowledged.
+PACKET_THRESHOLD = 3
+#: RFC 9002 §7.2: the initial congestion window, in datagrams.
+INITIAL_WINDOW = 10
+#: RFC 9002 §7.2: the smallest congestion window, in datagrams.
+MINIMUM_WINDOW = 2
+#: Datagrams sent again as probes when the probe timer fires (RFC 9002 §6.2.4).
+PROBES = 2
+#: Probe rounds (at least) before a silent peer is given up.
+GIVE_UP_PROBES = 8
+#: Ranges an Acknowledger keeps (and an ACK frame carries at most).
+ACK_RANGES = 32
+#: Acknowledge after this many accepted datagrams without waiting (RFC 9000 §13.2.2).
+ACK_EVERY = 2
+
+_PACKET_SPACE = 1 << 32
+
+
+def expand_packet(truncated: int, largest: int) -> int:
+    """The full packet number whose low 32 bits are ``truncated`` that lies
+    closest to ``largest + 1`` (RFC 9000 Appendix A.3)."""
+    expected = largest + 1
+    half = _PACKET_SPACE // 2
+    candidate = (expected & ~(_PACKET_SPACE - 1)) | truncated
+    if candidate <= expected - half:
+        return candidate + _PACKET_SPACE
+    if candidate > expected + half and candidate >= _PACKET_SPACE:
+        return candidate - _PACKET_SPACE
+    return candidate
+
+
+class _Fragment:
+    """One datagram's worth of a message: what goes again if it is lost."""
+
+    __slots__ = (
+        "acked",
+        "chunk",
+        "fragment",
+        "latest",
+        "priority",
+        "sent_as",
+        "sequence",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        sequence: int,
+        fragment: tuple[int, int, int] | None,
+        topic: bytes,
+        chunk: bytes,
+        priority: int | None,
+    ) -> None:
+        self.sequence = sequence
+        self.fragment = fragment
+        self.topic = topic
+        self.chunk = chunk
+        self.priority = priority
+        self.acked = False
+        #: The packet number of its latest transmission (-1: not sent yet), and
+        #: of every transmission still in flight.
+        self.latest = -1
+        self.sent_as: list[int] = []
+
+
+class _Sent:
+    __slots__ = ("fragment", "size", "time")
+
+    def __init__(self, fragment: _Fragment | None, size: int, time: float) -> None:
+        self.fragment = fragment  # None for a PING
+        self.size = size
+        self.time = time
+
+
+#: What the sender hands out: a datagram and the DSCP to mark it with (None: the
+#: endpoint's own).
+Datagram = tuple[bytes, "int | None"]
+
+
+class Sender:
+    """The send side of one reliable peer session."""
+
+    def __init__(
+        self,
+        session: int,
+        *,
+        max_datagram_size: int,
+        receive_window: int,
+        give_up_timeout: float,
+        key: bytes | None,
+        counters: Counters,
+        now: float,
+    ) -> None:
+        self.session = session
+        self._max_datagram_size = max_datagram_size
+        self._give_up_timeout = give_up_timeout
+        self._key = key
+        self._seal: Callable[[bytes], bytes] = sealer(key)
+        self._counters = counters
+        self.next_sequence = 0
+        self._next_packet = 0
+        self._unsent: deque[_Fragment] = deque()
+        self._retransmit: deque[_Fragment] = deque()
+        self._in_flight: dict[int, _Sent] = {}
+        self.bytes_in_flight = 0
+        #: Unacknowledged messages: sequence -> [fragments unacknowledged, bytes].
+        self._messages: dict[int, list[int]] = {}
+        self.queued_bytes = 0
+        self.rtt = RttEstimator(max_ack_delay=MAX_ACK_DELAY)
+        self._pto_count = 0
+        self.window = INITIAL_WINDOW * max_datagram_size
+        self._threshold = inf
+        self._recovery_start = -inf
+        #: The highest message number the receiver takes (its window, from ACKs).
+        self.limit = receive_window - 1
+        self._largest_acked = -1
+        self._loss_time = inf
+        self._last_eliciting = -inf
+        #: Since when we wait for the peer to answer (None: nothing outstanding).
+        self._waiting_since: float | None = None
+        self._probes = 0
+        self._ping_due = False
+        #: Why the sender stopped, once it has: "timeout" or a REJECT's reason.
+        self.failure: str | None = None
+
+    # -- the application's side ---------------------------------------------------
+
+    def queue(self, payload: Buffer, topic: bytes, priority: int | None) -> None:
+        """Take one message to send (split into fragments now, sent by ``transmit``)."""
+        view = memoryview(payload)
+        length = view.nbytes
+        chunk = fragment_size(
+            length, self._max_datagram_size, topic=topic, key=self._key, reliable=True
+        )
+        sequence = self.next_sequence
+        self.next_sequence = (sequence + 1) & 0xFFFFFFFF
+        if chunk == length:
+            pieces = [_Fragment(sequence, None, topic, bytes(view), priority)]
+        else:
+            count = -(-length // chunk)
+            pieces = [
+                _Fragment(
+                    sequence,
+                    (length, index, count),
+                    topic,
+                    bytes(view[index * chunk : (index + 1) * chunk]),
+                    priority,
+                )
+                for index in range(count)
+            ]
+        self._unsent.extend(pieces)
+        self._messages[sequence] = [len(pieces), length]
+        self.queued_bytes += length
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages queued or in flight, not yet acknowledged."""
+        return len(self._messages)
+
+    def has_room(self, messages: int, size: int) -> bool:
+        """Whether another message may be queued: fewer than ``messages`` wait and
+        their bytes are under ``size`` (one message always fits)."""
+        return not self._messages or (len(self._messages) < messages and self.queued_bytes < size)
+
+    def oldest(self) -> int:
+        """The oldest unacknowledged message number (the next one if none is)."""
+        for sequence in self._messages:
+            return sequence
+        return self.next_sequence
+
+    # -- output -------------------------------------------------------------------
+
+    def transmit(self, now: float, out: list[Datagram]) -> None:
+        """Append what may be sent now: probes, lost fragments, then new ones,
+        while the congestion window and the receiver's window allow."""
+        if self.failure is not None:
+            return
+        retransmit, unsent = self._retransmit, self._unsent
+        while True:
+            if retransmit:
+                fragment = retransmit[0]
+                if fragment.acked:
+                    retransmit.popleft()
+                    continue
+                again = True
+            elif unsent:
+                fragment = unsent[0]
+                if sequence_difference(fragment.sequence, self.limit) > 0:
+                    break
+                again = False
+            else:
+                break
+            if self._probes <= 0 and self.bytes_in_flight >= self.window:
+                break
+            (retransmit if again else unsent).popleft()
+            self._probes -= 1
+            if again:
+                self._counters.datagrams_retransmitted += 1
+            self._send(fragment, now, out)
+        if self._ping_due:
+            self._ping_due = False
+            self._probes = 0
+            self._send(None, now, out)
+        self._probes = 0
+
+    def _send(self, fragment: _Fragment | None, now: float, out: list[Datagram]) -> None:
+        packet = self._next_packet
+        self._next_packet += 1
+        if fragment is None:
+            datagram = encode_control(
+                KIND_PING,
+                self.session,
+                self.oldest(),
+                b"",
+                self._seal,
+                authenticated=self._key is not None,
+            )
+            out.append((datagram, None))
+            self._counters.pings_sent += 1
+        else:
+            datagram = encode_reliable(
+                self.session,
+                fragment.sequence,
+                packet,
+                self.oldest(),
+                fragment.fragment,
+                fragment.topic,
+                fragment.chunk,
+                self._seal,
+                authenticated=self._key is not None,
+            )
+            fragment.latest = packet
+            fragment.sent_as.append(packet)
+            self._in_flight[packet] = _Sent(fragment, len(datagram), now)
+            self.bytes_in_flight += len(datagram)
+            out.append((datagram, fragment.priority))
+        self._last_eliciting = now
+        if self._waiting_since is None:
+            self._waiting_since = now
+
+    def ping(self) -> None:
+        """Send a PING with the next transmission (a keepalive)."""
+        if self.failure is None:
+            self._ping_due = True
+
+    # -- acknowledgements ---------------------------------------------------------
+
+    def on_ack(self, delay: float, ranges: list[tuple[int, int]], limit: int, now: float) -> None:
+        """Take an ACK: ``(largest, smallest)`` 32-bit packet number ranges, newest
+        first, the delay the receiver added, and its window's ``limit``."""
+        if self.failure is not None:
+            return
+        if ranges:
+            self._acknowledge(delay, ranges, now)
+        self.limit = limit
+        self._take_back_refused()
+        # The peer answers: the give-up clock starts again with the next datagram.
+        self._waiting_since = None
+
+    def _take_back_refused(self) -> None:
+        """Fragments in flight beyond the receiver's window were refused there:
+        put them back in front of the unsent ones, to go when the window opens."""
+        limit = self.limit
+        refused: list[_Fragment] = []
+        for packet, sent in list(self._in_flight.items()):
+            fragment = sent.fragment
+            if fragment is not None and sequence_difference(fragment.sequence, limit) > 0:
+                del self._in_flight[packet]
+                self.bytes_in_flight -= sent.size
+                fragment.sent_as.remove(packet)
+                if not fragment.acked and fragment.latest == packet:
+                    refused.append(fragment)
+        if refused:
+            refused.sort(key=lambda f: (sequence_difference(f.sequence, limit), f.fragment))
+            self._unsent.extendleft(reversed(refused))
+
+    def _acknowledge(self, delay: float, ranges: list[tuple[int, int]], now: float) -> None:
+        largest_sent = self._next_packet - 1
+        spans: list[tuple[int, int]] = []
+        for high, low in ranges:
+            top = expand_packet(high, largest_sent)
+            if top > largest_sent:
+                return  # acknowledges what was never sent: not from our peer
+            spans.append((top - sequence_difference(high, low), top))
+        largest = spans[0][1]
+        in_flight = self._in_flight
+        newly: list[tuple[int, _Sent]] = []
+        for packet, sent in in_flight.items():
+            if packet > largest:
+                break
+            for low, high in spans:
+                if low <= packet <= high:
+                    newly.append((packet, sent))
+                    break
+        if not newly:
+            return
+        self._counters.acks_received += 1
+        self._pto_count = 0
+        if newly[-1][0] == largest:
+            self.rtt.update(now - newly[-1][1].time, delay)
+        self._largest_acked = max(self._largest_acked, largest)
+        messages = self._messages
+        for packet, sent in newly:
+            if in_flight.pop(packet, None) is None:
+                continue  # a copy of a fragment acknowledged just before
+            self.bytes_in_flight -= sent.size
+            fragment = sent.fragment
+            if fragment is None or fragment.acked:
+                continue
+            fragment.acked = True
+            # Other copies of it in flight (probes) need no acknowledgement now.
+            for copy in fragment.sent_as:
+                other = in_flight.pop(copy, None)
+                if other is not None:
+                    self.bytes_in_flight -= other.size
+            fragment.sent_as = []
+            entry = messages[fragment.sequence]
+            entry[0] -= 1
+            if entry[0] == 0:
+                del messages[fragment.sequence]
+                self.queued_bytes -= entry[1]
+                self._counters.messages_acked += 1
+            if sent.time > self._recovery_start:
+                if self.window < self._threshold:
+                    self.window += sent.size
+                else:
+                    self.window += self._max_datagram_size * sent.size // self.window
+        self._detect_lost(now)
+
+    def _detect_lost(self, now: float) -> None:
+        delay = self.rtt.loss_delay()
+        self._loss_time = inf
+        lost: list[int] = []
+        for packet, sent in self._in_flight.items():
+            if packet > self._largest_acked:
+                break
+            # The same sum as the loss time, so that a timer set for it finds it due.
+            due = sent.time + delay
+            if self._largest_acked - packet >= PACKET_THRESHOLD or due <= now:
+                lost.append(packet)
+            else:
+                self._loss_time = min(self._loss_time, due)
+        if not lost:
+            return
+        newest_lost = 0.0
+        for packet in lost:
+            sent = self._in_flight.pop(packet)
+            self.bytes_in_flight -= sent.size
+            newest_lost = max(newest_lost, sent.time)
+            fragment = sent.fragment
+            if fragment is not None:
+                fragment.sent_as.remove(packet)
+                if not fragment.acked and fragment.latest == packet:
+                    self._retransmit.append(fragment)
+        if newest_lost > self._recovery_start:
+            # One congestion event per round trip (RFC 9002 §7.3.2).
+            self._recovery_start = now
+            floor = MINIMUM_WINDOW * self._max_datagram_size
+            self._threshold = max(self.window // 2, floor)
+            self.window = self._threshold
+
+    def _blocked(self) -> bool:
+        """Nothing in flight, but new messages wait for the receiver's window."""
+        return (
+            not self._in_flight
+            and bool(self._unsent)
+            and sequence_difference(self._unsent[0].sequence, self.limit) > 0
+        )
+
+    # -- timers -------------------------------------------------------------------
+
+    def deadline(self) -> float:
+        """When ``on_timer`` should run next (inf: not until something changes)."""
+        if self.failure is not None:
+            return inf
+        deadline = self._loss_time
+        if self._in_flight or self._blocked():
+            deadline = min(deadline, self._last_eliciting + self._pto())
+        if self._waiting_since is not None:
+            deadline = min(deadline, self._waiting_since + self._give_up_timeout)
+        return deadline
+
+    def on_timer(self, now: float) -> None:
+        if self.failure is not None:
+            return
+        waiting = self._waiting_since
+        if waiting is not None and now >= waiting + self._give_up_timeout:
+            if self._messages or self._in_flight:
+                self.fail("timeout")
+                return
+            self._waiting_since = None  # only a keepalive went unanswered
+        if self._loss_time <= now:
+            self._detect_lost(now)
+            return
+        if (self._in_flight or self._blocked()) and now >= self._last_eliciting + self._pto():
+            self._pto_count += 1
+            self._counters.probe_timeouts += 1
+            self._last_eliciting = now  # the probes go now: the next PTO counts from here
+            probes = [
+                sent.fragment
+                for sent in self._in_flight.values()
+                if sent.fragment is not None and not sent.fragment.acked
+            ][:PROBES]
+            probes = [f for f in probes if f not in self._retransmit]
+            if probes:
+                self._retransmit.extendleft(reversed(probes))
+                self._probes = len(probes)
+            else:
+                self._ping_due = True
+
+    def _pto(self) -> float:
+        """The probe timeout, backed off but capped so that at least
+        GIVE_UP_PROBES probe rounds go before the give-up time: a lossy path
+        alone does not make a live peer look gone."""
+        cap = max(self._give_up_timeout / GIVE_UP_PROBES, self.rtt.pto())
+        return min(self.rtt.pto(self._pto_count), cap)
+
+    def fail(self, reason: str) -> None:
+        """Stop: everything unacknowledged is counted failed and dropped."""
+        if self.failure is not None:
+            return
+        self.failure = reason
+        self._counters.messages_failed += len(self._messages)
+        self._messages.clear()
+        self._unsent.clear()
+        self._retransmit.clear()
+        self._in_flight.clear()
+        self.queued_bytes = self.bytes_in_flight = 0
+        self._waiting_since = None
+        self._ping_due = False
+
+
+class Acknowledger:
+    """The receive side of one reliable stream: which packets to acknowledge, and when."""
+
+    __slots__ = ("_largest", "_largest_at", "_packets", "_unacked", "due", "limit_sent")
+
+    def __init__(self) -> None:
+        self._packets = AckRanges(ACK_RANGES)
+        self._largest = -1
+        self._largest_at = 0.0
+        self._unacked = 0
+        #: When an ACK must go (inf: none owed).
+        self.due = inf
+        #: The window limit the last ACK carried (-1: none sent yet).
+        self.limit_sent = -1
+
+    def record(self, truncated: int, now: float) -> None:
+        """A datagram with this packet number was accepted."""
+        packet = expand_packet(truncated, self._largest)
+        in_order = packet == self._largest + 1 or self._largest < 0
+        self._packets.add(packet)
+        if packet > self._largest:
+            self._largest = packet
+            self._largest_at = now
+        self._unacked += 1
+        if not in_order or self._unacked >= ACK_EVERY:
+            self.due = now
+        else:
+            self.due = min(self.due, now + MAX_ACK_DELAY)
+
+    def body(self, now: float, limit: int) -> bytes:
+        """The ACK to send now (it clears what was owed)."""
+        self._unacked = 0
+        self.due = inf
+        self.limit_sent = limit
+        if self._largest < 0:
+            return encode_ack_body(0.0, [])
+        ranges = [(high, low) for low, high in self._packets.ranges()]
+        return encode_ack_body(now - self._largest_at, ranges)
