@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from trioudp._frame import KIND_PING, decode_ack_untrusted, decode_frame_untrusted
+from trioudp import Config, Message
+from trioudp._engine import Engine
+from trioudp._frame import (
+    KIND_PING,
+    Ack,
+    decode_ack_untrusted,
+    decode_frame_untrusted,
+    encode_reliable,
+    sealer,
+)
 from trioudp._reliable import (
     INITIAL_WINDOW,
     MINIMUM_WINDOW,
@@ -12,7 +21,9 @@ from trioudp._reliable import (
     Sender,
     expand_packet,
 )
-from trioudp._statistics import Counters
+from trioudp._statistics import Counters, EndpointStatistics
+
+A = ("127.0.0.1", 4000)
 
 
 def sender(**options: float) -> tuple[Sender, Counters]:
@@ -49,14 +60,14 @@ def test_a_lost_fragment_alone_is_sent_again_after_three_later_ones_are_acked() 
     out: list[tuple[bytes, int | None]] = []
     s.transmit(0.0, out)
     assert packets(out) == [0, 1, 2, 3, 4]
-    s.on_ack(0.0, [(4, 2), (0, 0)], 255, 0.05)  # packet 1 missing
+    s.on_ack(Ack(0.0, 1, 0, [(4, 2), (0, 0)]), 255, 0.05)  # packet 1 missing
     again: list[tuple[bytes, int | None]] = []
     s.transmit(0.05, again)
     frames = [decode_frame_untrusted(datagram) for datagram, _ in again]
     assert [(f.packet, f.fragment_index) for f in frames] == [(5, 1)]
     assert counters.datagrams_retransmitted == 1
     assert s.unacknowledged == 1
-    s.on_ack(0.0, [(5, 5)], 255, 0.1)
+    s.on_ack(Ack(0.0, 1, 1, [(5, 5)]), 255, 0.1)
     assert s.unacknowledged == 0
     assert counters.messages_acked == 1
     assert s.bytes_in_flight == 0
@@ -93,7 +104,7 @@ def test_window_limits_new_messages_and_pings_probe_a_closed_window() -> None:
     out: list[tuple[bytes, int | None]] = []
     s.transmit(0.0, out)
     assert [decode_frame_untrusted(d).sequence for d, _ in out] == [0, 1]
-    s.on_ack(0.0, [(1, 0)], 1, 0.01)  # both acked, the window still ends at 1
+    s.on_ack(Ack(0.0, 1, 2, [(1, 0)]), 1, 0.01)  # both delivered, the window ends at 1
     out.clear()
     s.transmit(0.01, out)
     assert out == []
@@ -103,7 +114,7 @@ def test_window_limits_new_messages_and_pings_probe_a_closed_window() -> None:
     (ping,) = [decode_frame_untrusted(d) for d, _ in out]
     assert ping.kind == KIND_PING
     assert ping.sequence == 2  # the oldest unacknowledged message
-    s.on_ack(0.0, [], 3, now + 0.01)  # the window opened
+    s.on_ack(Ack(0.0, 1, 2, []), 3, now + 0.01)  # the window opened
     out.clear()
     s.transmit(now + 0.01, out)
     assert [decode_frame_untrusted(d).sequence for d, _ in out] == [2, 3]
@@ -123,10 +134,96 @@ def test_acknowledger_acks_every_second_datagram_and_at_once_on_a_gap() -> None:
     assert acks.due == pytest.approx(1.025)  # max ack delay
     acks.record(1, 1.001)
     assert acks.due == 1.001  # every second
-    delay, ranges = decode_ack_untrusted(acks.body(1.002, 300))
-    assert ranges == [(1, 0)]
-    assert delay == pytest.approx(0.001)
+    ack = decode_ack_untrusted(acks.body(1.002, 300, 5, 2))
+    assert ack.ranges == [(1, 0)]
+    assert ack.delay == pytest.approx(0.001)
+    assert (ack.receiver, ack.delivered) == (5, 2)
     acks.record(3, 1.01)  # 2 is missing
     assert acks.due == 1.01
-    _, ranges = decode_ack_untrusted(acks.body(1.01, 300))
-    assert ranges == [(3, 3), (1, 0)]
+    assert decode_ack_untrusted(acks.body(1.01, 300, 5, 2)).ranges == [(3, 3), (1, 0)]
+
+
+def reliable_frame(sequence: int, packet: int, payload: bytes = b"x", oldest: int = 0) -> bytes:
+    return encode_reliable(
+        99, sequence, packet, oldest, None, b"", payload, sealer(None), authenticated=False
+    )
+
+
+def acknowledge_sparse_packets(*, chosen: bool) -> EndpointStatistics:
+    e = Engine(Config(reliable=True), now=0.0)
+    if chosen:
+        e.peer_for(A, 0.0)  # the application sent to A first: not a spoofed source
+    for index in range(200):
+        e.receive_datagram(reliable_frame(index, 2 * index), A, index * 0.001)
+        for event in e.take_events():
+            if isinstance(event, Message):
+                e.count_delivered(event)  # as a receive channel would
+        e.take_datagrams(index * 0.001)
+    return e.statistics()
+
+
+def test_acknowledgements_to_an_address_never_exceed_three_times_what_it_sent() -> None:
+    """RFC 9000 §8.1: a spoofed source must not turn the engine into an
+    amplifier. Every other packet number is skipped, so every datagram makes
+    an immediate ACK with more and more ranges: more than 3x the bytes unless
+    the limit trims them, as it does for an address the application never chose."""
+    free = acknowledge_sparse_packets(chosen=True)
+    assert free.bytes_sent > 3 * free.bytes_received
+    limited = acknowledge_sparse_packets(chosen=False)
+    assert limited.acks_sent == free.acks_sent  # trimmed, not withheld
+    assert limited.bytes_sent <= 3 * limited.bytes_received
+    assert limited.datagrams_received == limited.datagrams_accounted
+
+
+def test_a_receiver_without_the_session_starts_at_the_senders_oldest_message() -> None:
+    """A receiver that restarted (or forgot a quiet peer) gets a session in the
+    middle: it starts at the oldest unacknowledged message the frame names,
+    delivers from there in order, and waits for the gap before it."""
+    e = Engine(Config(reliable=True), now=0.0)
+    e.receive_datagram(reliable_frame(41, 900, b"41", oldest=40), A, 0.0)
+    assert [m for m in e.take_events() if isinstance(m, Message)] == []
+    e.receive_datagram(reliable_frame(40, 901, b"40", oldest=40), A, 0.01)
+    delivered = [m.payload for m in e.take_events() if isinstance(m, Message)]
+    assert delivered == [b"40", b"41"]
+
+
+def test_data_beyond_the_advertised_window_is_refused_unacknowledged() -> None:
+    e = Engine(Config(reliable=True, reorder_window=4), now=0.0)
+    for sequence in range(6):
+        e.receive_datagram(reliable_frame(sequence, sequence), A, 0.0)
+    messages = [m for m in e.take_events() if isinstance(m, Message)]
+    assert [m.payload for m in messages] == [b"x"] * 4  # then the application holds 4
+    (ack,) = [d for d, _, _ in e.take_datagrams(0.0)]
+    frame = decode_frame_untrusted(ack)
+    assert decode_ack_untrusted(frame.payload).ranges == [
+        (3, 0)
+    ]  # 4 and 5 refused: not acknowledged
+    assert frame.sequence == 3  # the window ends at the last held message
+    assert e.statistics().datagrams_over_limit == 2
+    for message in messages:
+        e.count_consumed(message)
+    (update,) = [d for d, _, _ in e.take_datagrams(0.01)]
+    assert decode_frame_untrusted(update).sequence == 7  # opened by four
+
+
+def test_a_restarted_receiver_gets_again_what_it_had_not_delivered() -> None:
+    """Fragments a receiver acknowledged but had not delivered (waiting for a
+    gap) die with it: when ACKs come from a new receiver, every message not
+    confirmed delivered goes again, in order."""
+    s, counters = sender()
+    for index in range(3):
+        s.queue(b"m%d" % index, b"", None)
+    out: list[tuple[bytes, int | None]] = []
+    s.transmit(0.0, out)
+    s.on_ack(Ack(0.0, 1, 0, [(2, 1)]), 255, 0.01)  # 1 and 2 held, 0 missing
+    assert s.unacknowledged == 3
+    s.on_ack(Ack(0.0, 2, 0, []), 255, 0.02)  # a new receiver answers
+    assert counters.receiver_restarts == 1
+    out.clear()
+    s.transmit(0.02, out)
+    assert [decode_frame_untrusted(d).sequence for d, _ in out] == [0, 1, 2]
+    s.on_ack(Ack(0.0, 1, 3, [(5, 3)]), 255, 0.03)  # a late ACK of the old one: ignored
+    assert s.unacknowledged == 3
+    s.on_ack(Ack(0.0, 2, 3, [(5, 3)]), 255, 0.03)
+    assert s.unacknowledged == 0
+    assert counters.messages_acked == 3

@@ -66,6 +66,7 @@ from ._frame import (
     MAX_TOPIC,
     REJECT_NOT_RELIABLE,
     REJECT_RELIABLE_ONLY,
+    Ack,
     BadFrame,
     Frame,
     decode_ack_untrusted,
@@ -107,6 +108,12 @@ MAX_GROUP_STREAMS = 4
 #: RFC 9000 §8.1: bytes of acknowledgements and REJECTs sent to a peer the
 #: application never sent to, per byte received from it.
 AMPLIFICATION = 3
+#: Ranges an ACK carries at most: the newest; a packet whose ACK was lost and
+#: whose range has dropped out is taken for lost and sent again.
+ACK_RANGES_SENT = 8
+#: Bytes of an ACK frame with no range (with a CRC), and per range.
+EMPTY_ACK_SIZE = 16 + 1 + 17 + 4
+ACK_RANGE_SIZE = 8
 #: Seconds between two REJECTs to one peer (and to unknown addresses together).
 REJECT_INTERVAL = 1.0
 #: Keepalive PINGs go after this share (drawn at random) of ``keepalive``.
@@ -469,6 +476,8 @@ class Engine:
         window = cast("OrderedWindow", stream.window)
         acks = cast("Acknowledger", stream.acks)
         sequence = frame.sequence
+        if sequence_difference(frame.oldest, window.base) > 0:
+            self._catch_up(peer, stream, frame.oldest)
         verdict = window.classify(sequence)
         if verdict != NEW:
             # Nothing before the window's base is ever given up in reliable mode,
@@ -505,15 +514,31 @@ class Engine:
                 self._acknowledge(peer, acks, frame.packet, now)
                 return
             message = assembled
-        events = self._events
-        before = len(events)
+        before = len(self._events)
         self._accept(peer, stream, sequence, message, now)
-        for index in range(before, len(events)):
-            delivered = cast("Message", events[index])
-            peer.unconsumed += 1
-            peer.unconsumed_bytes += len(delivered.payload)
-            self._buffered_total += len(delivered.payload)
+        self._count_unconsumed(peer, before)
         self._acknowledge(peer, acks, frame.packet, now)
+
+    def _count_unconsumed(self, peer: Peer, before: int) -> None:
+        """The messages a reliable stream delivered since ``len(events)`` was
+        ``before`` count against the peer's window until received."""
+        events = self._events
+        for index in range(before, len(events)):
+            size = len(cast("Message", events[index]).payload)
+            peer.unconsumed += 1
+            peer.unconsumed_bytes += size
+            self._buffered_total += size
+
+    def _catch_up(self, peer: Peer, stream: _Stream, oldest: int) -> None:
+        """The sender's oldest unacknowledged message is past this stream's base:
+        a receiver before us (this endpoint before it restarted or forgot the
+        peer) acknowledged the ones between, and they will never come again."""
+        window = cast("OrderedWindow", stream.window)
+        before = len(self._events)
+        pending = window.pending_bytes
+        window.catch_up(oldest, self._events)
+        self._buffered_total += window.pending_bytes - pending
+        self._count_unconsumed(peer, before)
 
     def _acknowledge(self, peer: Peer, acks: Acknowledger, packet: int, now: float) -> None:
         acks.record(packet, now)
@@ -533,11 +558,10 @@ class Engine:
     ) -> None:
         """An ACK, PING or REJECT frame."""
         kind = frame.kind
-        ranges: list[tuple[int, int]] = []
-        delay = 0.0
+        ack: Ack | None = None
         if kind == KIND_ACK:
             try:
-                delay, ranges = decode_ack_untrusted(frame.payload)
+                ack = decode_ack_untrusted(frame.payload)
             except BadFrame:
                 counters = self._own if peer is None else peer.counters
                 counters.datagrams_received += 1
@@ -569,15 +593,22 @@ class Engine:
         if kind == KIND_PING:
             stream = peer.unicast
             if stream is not None and stream.session == session and stream.acks is not None:
+                window = cast("OrderedWindow", stream.window)
+                if sequence_difference(frame.sequence, window.base) > 0:
+                    self._catch_up(peer, stream, frame.sequence)
                 stream.acks.due = now
             else:
                 limit = (frame.sequence + self.config.reorder_window - 1) & 0xFFFFFFFF
-                self._send_control(peer, KIND_ACK, session, limit, encode_ack_body(0.0, []))
+                body = encode_ack_body(0.0, peer.send_session, frame.sequence, [])
+                self._send_control(peer, KIND_ACK, session, limit, body)
             self._ready[peer] = None
-        elif kind == KIND_ACK:
+        elif ack is not None:
             sender = peer.sender
             if sender is not None:
-                sender.on_ack(delay, ranges, frame.sequence, now)
+                if ack.ranges:
+                    # It acknowledges what we sent to this address: it is really there.
+                    peer.validated = True
+                sender.on_ack(ack, frame.sequence, now)
                 self._events.append(PeerWakeup(peer))
                 self._ready[peer] = None
         else:
@@ -854,7 +885,7 @@ class Engine:
         if len(self.peers) >= self.config.max_peers:
             return None
         peer = Peer(address, self._new_session_id(), now)
-        self._schedule_keepalive(peer, now)
+        self._schedule_keepalive(peer)
         self.peers[address] = peer
         self.peers_opened += 1
         if not self.connected:
@@ -1049,7 +1080,12 @@ class Engine:
             window = cast("OrderedWindow", stream.window)
             credit = max(self.config.reorder_window - peer.unconsumed, 0)
             limit = (window.base - 1 + credit) & 0xFFFFFFFF
-            body = stream.acks.body(now, limit)
+            ranges = ACK_RANGES_SENT
+            if not peer.validated:
+                # Fewer ranges rather than no ACK within the amplification limit.
+                room = AMPLIFICATION * peer.counters.bytes_received - peer.control_bytes
+                ranges = max(min(ranges, (room - EMPTY_ACK_SIZE) // ACK_RANGE_SIZE), 0)
+            body = stream.acks.body(now, limit, peer.send_session, window.base, ranges)
             self._send_control(peer, KIND_ACK, stream.session, limit, body)
         sender = peer.sender
         if peer.ping_due:
@@ -1084,11 +1120,11 @@ class Engine:
             outgoing.append((datagram, address, priority))
         peer.last_sent = now
 
-    def _schedule_keepalive(self, peer: Peer, now: float) -> None:
+    def _schedule_keepalive(self, peer: Peer) -> None:
         keepalive = self.config.keepalive
         if keepalive is not None:
+            # Never before last_sent + 0.8 x keepalive, which _peer_timers finds due.
             peer.keepalive_at = peer.last_sent + keepalive * self.random.uniform(*KEEPALIVE_JITTER)
-            peer.keepalive_at = max(now, peer.keepalive_at)
 
     def count_consumed(self, message: Message) -> bool:
         """The application received ``message`` (reliable mode): it no longer
@@ -1191,17 +1227,17 @@ class Engine:
             self._ready[peer] = None
         if peer.keepalive_at <= now:
             keepalive = cast("float", config.keepalive)
-            if now - peer.last_sent >= keepalive * KEEPALIVE_JITTER[0]:
+            if peer.last_sent + keepalive * KEEPALIVE_JITTER[0] <= now:
                 peer.ping_due = True
                 self._ready[peer] = None
                 peer.last_sent = now
-            self._schedule_keepalive(peer, now)
-        silent = now - peer.heard
-        if config.dead_timeout is not None and silent >= config.dead_timeout:
+            self._schedule_keepalive(peer)
+        # The same sums as in _deadline, so that a timer set for one finds it due.
+        if config.dead_timeout is not None and now >= peer.heard + config.dead_timeout:
             self._set_state(peer, ConnectionState.LOST)
         elif (
             config.keepalive is not None
-            and silent >= config.keepalive
+            and now >= peer.heard + config.keepalive
             and peer.state is ConnectionState.ESTABLISHED
         ):
             self._set_state(peer, ConnectionState.IDLE)

@@ -339,31 +339,49 @@ def encode_control(
     return seal(_HEADER.pack(MAGIC, VERSION, flags, session, value) + bytes((kind,)) + body)
 
 
-def encode_ack_body(delay: float, ranges: list[tuple[int, int]]) -> bytes:
+class Ack(NamedTuple):
+    """A decoded ACK body."""
+
+    #: Seconds the receiver waited before sending it.
+    delay: float
+    #: The receiver's id for this stream (a new one after it restarted).
+    receiver: int
+    #: The next message the receiver will deliver: all before it were.
+    delivered: int
+    #: ``(largest, smallest)`` 32-bit packet number ranges, newest first.
+    ranges: list[tuple[int, int]]
+
+
+_ACK_FIXED = struct.Struct("!IQIB")
+
+
+def encode_ack_body(
+    delay: float, receiver: int, delivered: int, ranges: list[tuple[int, int]]
+) -> bytes:
     """An ACK's body: the delay (seconds) the receiver added before sending it,
-    and up to MAX_ACK_RANGES ``(largest, smallest)`` packet number ranges,
-    newest first."""
+    its id, the next message it will deliver, and up to MAX_ACK_RANGES
+    ``(largest, smallest)`` packet number ranges, newest first."""
     ranges = ranges[:MAX_ACK_RANGES]
     micros = min(max(int(delay * 1e6), 0), 0xFFFFFFFF)
-    parts = [struct.pack("!IB", micros, len(ranges))]
+    parts = [_ACK_FIXED.pack(micros, receiver, delivered & 0xFFFFFFFF, len(ranges))]
     parts.extend(_ACK_RANGE.pack(high & 0xFFFFFFFF, low & 0xFFFFFFFF) for high, low in ranges)
     return b"".join(parts)
 
 
-def decode_ack_untrusted(body: Buffer) -> tuple[float, list[tuple[int, int]]]:
-    """An ACK's delay (seconds) and ``(largest, smallest)`` 32-bit packet number
-    ranges. Raises BadFrame, and only BadFrame, if the body is not valid."""
+def decode_ack_untrusted(body: Buffer) -> Ack:
+    """Decode an ACK's body. Raises BadFrame, and only BadFrame, if it is not valid."""
     view = memoryview(body)
-    if view.nbytes < 5:
-        raise BadFrame("an ACK shorter than its delay and range count")
-    micros, count = struct.unpack_from("!IB", view)
-    if count > MAX_ACK_RANGES or view.nbytes != 5 + count * _ACK_RANGE.size:
+    fixed = _ACK_FIXED.size
+    if view.nbytes < fixed:
+        raise BadFrame("an ACK shorter than its fixed fields")
+    micros, receiver, delivered, count = _ACK_FIXED.unpack_from(view)
+    if count > MAX_ACK_RANGES or view.nbytes != fixed + count * _ACK_RANGE.size:
         raise BadFrame(f"an ACK of {view.nbytes} bytes does not hold its {count} ranges")
-    ranges = [_ACK_RANGE.unpack_from(view, 5 + i * _ACK_RANGE.size) for i in range(count)]
+    ranges = [_ACK_RANGE.unpack_from(view, fixed + i * _ACK_RANGE.size) for i in range(count)]
     for high, low in ranges:
         if sequence_difference(high, low) < 0:
             raise BadFrame("an ACK range whose largest is below its smallest")
-    return micros / 1e6, ranges
+    return Ack(micros / 1e6, receiver, delivered, ranges)
 
 
 def sequence_difference(a: int, b: int) -> int:

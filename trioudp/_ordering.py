@@ -134,7 +134,14 @@ class OrderedWindow:
             self.pending_datagrams -= message._datagrams
             out.append(message)
 
-    def _advance_to(self, new_base: int, out: list[object], counters: Counters) -> None:
+    def catch_up(self, new_base: int, out: list[object]) -> None:
+        """Move the base to ``new_base`` (reliable mode: the sender says every
+        message before it was acknowledged, to an earlier incarnation of this
+        receiver). What waits below it is delivered; the rest is not ours to
+        count as lost."""
+        self._advance_to(new_base, out, None)
+
+    def _advance_to(self, new_base: int, out: list[object], counters: Counters | None) -> None:
         base = self.base
         skipped = sequence_difference(new_base, base)
         if skipped <= 0:
@@ -151,7 +158,8 @@ class OrderedWindow:
             position = skipped - 1 - offset
             if position < self.window:
                 history |= 1 << position
-        counters.messages_lost += skipped - len(below)
+        if counters is not None:
+            counters.messages_lost += skipped - len(below)
         self.history = history
         self.known = min(self.window, self.known + skipped)
         self.base = new_base

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from ._frame import (
     KIND_PING,
+    Ack,
     encode_ack_body,
     encode_control,
     encode_reliable,
@@ -65,6 +66,12 @@ if TYPE_CHECKING:
 
 #: RFC 9002 §6.1.1: a datagram is lost once one sent this many later is acknowledged.
 PACKET_THRESHOLD = 3
+#: How far the packet threshold may grow when reordering is seen.
+MAX_PACKET_THRESHOLD = 256
+#: How far the time threshold (9/8 RTT) may be stretched likewise.
+MAX_TIME_FACTOR = 4.0
+#: Packets taken for lost remembered, to notice an acknowledgement of one.
+REMEMBERED_LOSSES = 1024
 #: RFC 9002 §7.2: the initial congestion window, in datagrams.
 INITIAL_WINDOW = 10
 #: RFC 9002 §7.2: the smallest congestion window, in datagrams.
@@ -128,6 +135,16 @@ class _Fragment:
         self.sent_as: list[int] = []
 
 
+class _Pending:
+    """A message not yet confirmed delivered: its fragments and size."""
+
+    __slots__ = ("fragments", "size")
+
+    def __init__(self, fragments: list[_Fragment], size: int) -> None:
+        self.fragments = fragments
+        self.size = size
+
+
 class _Sent:
     __slots__ = ("fragment", "size", "time")
 
@@ -168,18 +185,28 @@ class Sender:
         self._retransmit: deque[_Fragment] = deque()
         self._in_flight: dict[int, _Sent] = {}
         self.bytes_in_flight = 0
-        #: Unacknowledged messages: sequence -> [fragments unacknowledged, bytes].
-        self._messages: dict[int, list[int]] = {}
+        #: Messages the receiver has not yet confirmed delivering, by sequence.
+        self._messages: dict[int, _Pending] = {}
+        #: The receiver's id (from its ACKs), and ids it had before restarting.
+        self._receiver: int | None = None
+        self._old_receivers: deque[int] = deque(maxlen=4)
         self.queued_bytes = 0
         self.rtt = RttEstimator(max_ack_delay=MAX_ACK_DELAY)
         self._pto_count = 0
         self.window = INITIAL_WINDOW * max_datagram_size
         self._threshold = inf
         self._recovery_start = -inf
-        #: The highest message number the receiver takes (its window, from ACKs).
+        #: The highest message number the receiver takes (its window, from ACKs;
+        #: our own window size until the first ACK tells).
         self.limit = receive_window - 1
+        self._limit_known = False
         self._largest_acked = -1
         self._loss_time = inf
+        self._packet_threshold = PACKET_THRESHOLD
+        self._time_factor = 1.0
+        #: Packets recently taken for lost: their fragment, and the largest
+        #: acknowledged packet then (to see reordering if they are acknowledged).
+        self._lost: dict[int, tuple[_Fragment | None, int]] = {}
         self._last_eliciting = -inf
         #: Since when we wait for the peer to answer (None: nothing outstanding).
         self._waiting_since: float | None = None
@@ -214,7 +241,7 @@ class Sender:
                 for index in range(count)
             ]
         self._unsent.extend(pieces)
-        self._messages[sequence] = [len(pieces), length]
+        self._messages[sequence] = _Pending(pieces, length)
         self.queued_bytes += length
 
     @property
@@ -310,17 +337,63 @@ class Sender:
 
     # -- acknowledgements ---------------------------------------------------------
 
-    def on_ack(self, delay: float, ranges: list[tuple[int, int]], limit: int, now: float) -> None:
-        """Take an ACK: ``(largest, smallest)`` 32-bit packet number ranges, newest
-        first, the delay the receiver added, and its window's ``limit``."""
-        if self.failure is not None:
+    def on_ack(self, ack: Ack, limit: int, now: float) -> None:
+        """Take an ACK and the ``limit`` of the receiver's window it carried."""
+        if self.failure is not None or ack.receiver in self._old_receivers:
             return
-        if ranges:
-            self._acknowledge(delay, ranges, now)
-        self.limit = limit
-        self._take_back_refused()
+        if self._receiver != ack.receiver:
+            if self._receiver is not None:
+                self._old_receivers.append(self._receiver)
+                self._receiver_restarted()
+            self._receiver = ack.receiver
+        if ack.ranges:
+            self._acknowledge(ack.delay, ack.ranges, now)
+        self._delivered(ack.delivered)
+        if not self._limit_known:
+            # The first word on the receiver's window replaces our guess (its
+            # reorder_window may be smaller than ours); after that the window
+            # only opens, so an older ACK arriving late changes nothing.
+            self._limit_known = True
+            self.limit = limit
+            self._take_back_refused()
+        elif sequence_difference(limit, self.limit) > 0:
+            self.limit = limit
         # The peer answers: the give-up clock starts again with the next datagram.
         self._waiting_since = None
+
+    def _delivered(self, delivered: int) -> None:
+        """The receiver delivered every message before ``delivered``: those are
+        done. (A selective acknowledgement only stops retransmission: what the
+        receiver holds out of order dies with it if it restarts.)"""
+        messages = self._messages
+        for sequence in list(messages):
+            if sequence_difference(sequence, delivered) >= 0:
+                break
+            pending = messages.pop(sequence)
+            self.queued_bytes -= pending.size
+            self._counters.messages_acked += 1
+            for fragment in pending.fragments:
+                if not fragment.acked:
+                    self._fragment_acked(fragment)
+
+    def _receiver_restarted(self) -> None:
+        """ACKs come from a new receiver (the peer restarted, or forgot us): it
+        starts at our oldest message and holds none of what the old one held,
+        so every message not confirmed delivered goes again, in order."""
+        self._counters.receiver_restarts += 1
+        self._in_flight.clear()
+        self.bytes_in_flight = 0
+        self._retransmit.clear()
+        self._lost.clear()
+        unsent: deque[_Fragment] = deque()
+        for pending in self._messages.values():
+            for fragment in pending.fragments:
+                fragment.acked = False
+                fragment.sent_as = []
+                fragment.latest = -1
+                unsent.append(fragment)
+        self._unsent = unsent
+        self._limit_known = False
 
     def _take_back_refused(self) -> None:
         """Fragments in flight beyond the receiver's window were refused there:
@@ -357,6 +430,8 @@ class Sender:
                 if low <= packet <= high:
                     newly.append((packet, sent))
                     break
+        if self._lost:
+            self._spurious(spans)
         if not newly:
             return
         self._counters.acks_received += 1
@@ -364,7 +439,6 @@ class Sender:
         if newly[-1][0] == largest:
             self.rtt.update(now - newly[-1][1].time, delay)
         self._largest_acked = max(self._largest_acked, largest)
-        messages = self._messages
         for packet, sent in newly:
             if in_flight.pop(packet, None) is None:
                 continue  # a copy of a fragment acknowledged just before
@@ -372,19 +446,7 @@ class Sender:
             fragment = sent.fragment
             if fragment is None or fragment.acked:
                 continue
-            fragment.acked = True
-            # Other copies of it in flight (probes) need no acknowledgement now.
-            for copy in fragment.sent_as:
-                other = in_flight.pop(copy, None)
-                if other is not None:
-                    self.bytes_in_flight -= other.size
-            fragment.sent_as = []
-            entry = messages[fragment.sequence]
-            entry[0] -= 1
-            if entry[0] == 0:
-                del messages[fragment.sequence]
-                self.queued_bytes -= entry[1]
-                self._counters.messages_acked += 1
+            self._fragment_acked(fragment)
             if sent.time > self._recovery_start:
                 if self.window < self._threshold:
                     self.window += sent.size
@@ -392,8 +454,33 @@ class Sender:
                     self.window += self._max_datagram_size * sent.size // self.window
         self._detect_lost(now)
 
+    def _fragment_acked(self, fragment: _Fragment) -> None:
+        fragment.acked = True
+        # Other copies of it in flight (probes) need no acknowledgement now.
+        for copy in fragment.sent_as:
+            other = self._in_flight.pop(copy, None)
+            if other is not None:
+                self.bytes_in_flight -= other.size
+        fragment.sent_as = []
+
+    def _spurious(self, spans: list[tuple[int, int]]) -> None:
+        """Packets taken for lost that are acknowledged after all were only
+        reordered: their fragments need not go again, and the packet threshold
+        grows to the reordering seen (RFC 9002 §6.1.1 allows adapting it)."""
+        lost = self._lost
+        for low, high in spans:
+            for packet in [p for p in lost if low <= p <= high]:
+                fragment, largest = lost.pop(packet)
+                self._counters.datagrams_spurious += 1
+                self._packet_threshold = min(
+                    max(self._packet_threshold, largest - packet + 1), MAX_PACKET_THRESHOLD
+                )
+                self._time_factor = min(self._time_factor * 1.25, MAX_TIME_FACTOR)
+                if fragment is not None and not fragment.acked:
+                    self._fragment_acked(fragment)
+
     def _detect_lost(self, now: float) -> None:
-        delay = self.rtt.loss_delay()
+        delay = self.rtt.loss_delay() * self._time_factor
         self._loss_time = inf
         lost: list[int] = []
         for packet, sent in self._in_flight.items():
@@ -401,7 +488,7 @@ class Sender:
                 break
             # The same sum as the loss time, so that a timer set for it finds it due.
             due = sent.time + delay
-            if self._largest_acked - packet >= PACKET_THRESHOLD or due <= now:
+            if self._largest_acked - packet >= self._packet_threshold or due <= now:
                 lost.append(packet)
             else:
                 self._loss_time = min(self._loss_time, due)
@@ -413,6 +500,9 @@ class Sender:
             self.bytes_in_flight -= sent.size
             newest_lost = max(newest_lost, sent.time)
             fragment = sent.fragment
+            self._lost[packet] = (fragment, self._largest_acked)
+            if len(self._lost) > REMEMBERED_LOSSES:
+                del self._lost[next(iter(self._lost))]
             if fragment is not None:
                 fragment.sent_as.remove(packet)
                 if not fragment.acked and fragment.latest == packet:
@@ -498,13 +588,15 @@ class Sender:
 class Acknowledger:
     """The receive side of one reliable stream: which packets to acknowledge, and when."""
 
-    __slots__ = ("_largest", "_largest_at", "_packets", "_unacked", "due", "limit_sent")
+    __slots__ = ("_largest", "_largest_at", "_packets", "_recent", "_unacked", "due", "limit_sent")
 
     def __init__(self) -> None:
         self._packets = AckRanges(ACK_RANGES)
         self._largest = -1
         self._largest_at = 0.0
         self._unacked = 0
+        #: Packets received since the last ACK: each one's range goes in the next.
+        self._recent: list[int] = []
         #: When an ACK must go (inf: none owed).
         self.due = inf
         #: The window limit the last ACK carried (-1: none sent yet).
@@ -514,7 +606,8 @@ class Acknowledger:
         """A datagram with this packet number was accepted."""
         packet = expand_packet(truncated, self._largest)
         in_order = packet == self._largest + 1 or self._largest < 0
-        self._packets.add(packet)
+        if self._packets.add(packet) and len(self._recent) < ACK_RANGES:
+            self._recent.append(packet)
         if packet > self._largest:
             self._largest = packet
             self._largest_at = now
@@ -524,12 +617,25 @@ class Acknowledger:
         else:
             self.due = min(self.due, now + MAX_ACK_DELAY)
 
-    def body(self, now: float, limit: int) -> bytes:
-        """The ACK to send now (it clears what was owed)."""
+    def body(
+        self, now: float, limit: int, receiver: int, delivered: int, ranges: int = ACK_RANGES
+    ) -> bytes:
+        """The ACK to send now, with at most ``ranges`` ranges besides those of
+        packets new since the last one (it clears what was owed)."""
         self._unacked = 0
         self.due = inf
         self.limit_sent = limit
+        recent, self._recent = self._recent, []
         if self._largest < 0:
-            return encode_ack_body(0.0, [])
-        ranges = [(high, low) for low, high in self._packets.ranges()]
-        return encode_ack_body(now - self._largest_at, ranges)
+            return encode_ack_body(0.0, receiver, delivered, [])
+        # The newest ranges, and those of packets that came since the last ACK
+        # (a late packet may fill a hole far back): each gets acknowledged.
+        every = self._packets.ranges()
+        chosen = set(range(min(max(ranges, 0), len(every))))
+        for packet in recent:
+            for index, (low, high) in enumerate(every):
+                if low <= packet <= high:
+                    chosen.add(index)
+                    break
+        spans = [(every[i][1], every[i][0]) for i in sorted(chosen)][:ACK_RANGES]
+        return encode_ack_body(now - self._largest_at, receiver, delivered, spans)

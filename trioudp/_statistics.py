@@ -74,6 +74,8 @@ class Counters:
     messages_acked: int = 0
     messages_failed: int = 0
     datagrams_retransmitted: int = 0
+    datagrams_spurious: int = 0
+    receiver_restarts: int = 0
     probe_timeouts: int = 0
     acks_sent: int = 0
     acks_received: int = 0
@@ -169,6 +171,12 @@ class PeerStatistics:
     datagrams_retransmitted: int
     """Datagrams sent again because they were lost or a probe timeout fired
     (also counted in ``datagrams_sent``)."""
+    datagrams_spurious: int
+    """Datagrams taken for lost that were acknowledged later (only reordered):
+    each one makes the loss detector wait for more reordering."""
+    receiver_restarts: int
+    """Times the peer's acknowledgements came from a new receiver (it restarted
+    or forgot this session): every message it had not delivered was sent again."""
     probe_timeouts: int
     """Times nothing was acknowledged for a probe timeout (RFC 9002 PTO)."""
     acks_sent: int
