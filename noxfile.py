@@ -144,6 +144,7 @@ def bench(session: nox.Session) -> None:
     in one run, since these machines are shared and noisy."""
     session.install(".")
     session.run("python", "bench/receive_capacity.py", *session.posargs)
+    session.run("python", "bench/goodput.py")
 
 
 @nox.session(python=PYTHONS[1])
