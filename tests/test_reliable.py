@@ -329,11 +329,13 @@ async def test_a_restarted_receiver_gets_the_rest_in_order(
     second: list[bytes] = []
     with network.installed():
         async with trioudp.open_udp_connection(*SERVER, reliable=True) as conn:
+            flushed = trio.Event()
 
             async def send_all() -> None:
                 for payload in sent:
                     await conn.send(payload)
                 await conn.flush()
+                flushed.set()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send_all)
@@ -349,6 +351,8 @@ async def test_a_restarted_receiver_gets_the_rest_in_order(
                         with contextlib.suppress(trio.WouldBlock):
                             while True:
                                 received.append(server.receive_nowait().payload)
+                        if received is second:
+                            await flushed.wait()  # the last ACKs reach the client
             assert conn.statistics().messages_acked == len(sent)
     assert first == sent[: len(first)]
     numbers = [int(payload) for payload in second]
@@ -356,3 +360,37 @@ async def test_a_restarted_receiver_gets_the_rest_in_order(
     assert set(numbers) >= set(range(len(first), 3000))  # nothing lost across the restart
     again = [number for number in numbers if number < len(first)]
     assert len(again) <= 256
+
+
+async def test_a_handler_whose_peer_vanished_does_not_end_serve(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """serve() flushes what a handler sent when it returns; if that peer is
+    gone, the failure is counted and the server goes on serving the others."""
+    network = FakeNetwork(seed=10)
+    vanishing = "10.0.0.7"
+    staying = "10.0.0.8"
+
+    async def handler(connection: trioudp.Connection) -> None:
+        message = await connection.receive()
+        await connection.send(b"re: " + message.payload)
+
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, reliable=True) as server,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(server.serve, handler)
+            network.set_faults(Faults(loss=1.0), source=SERVER[0], destination=vanishing)
+            async with trioudp.open_udp_connection(
+                *SERVER, reliable=True, local_address=(vanishing, 7000)
+            ) as gone:
+                await gone.send(b"one")
+                await trio.sleep(30)  # virtual: the server gives up on it meanwhile
+            assert server.statistics().messages_failed == 1
+            async with trioudp.open_udp_connection(
+                *SERVER, reliable=True, local_address=(staying, 7000)
+            ) as conn:
+                await conn.send(b"two")
+                assert (await conn.receive()).payload == b"re: two"
+            nursery.cancel_scope.cancel()

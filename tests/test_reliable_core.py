@@ -35,7 +35,6 @@ def sender(**options: float) -> tuple[Sender, Counters]:
         give_up_timeout=options.get("give_up", 10.0),
         key=None,
         counters=counters,
-        now=0.0,
     )
     return made, counters
 

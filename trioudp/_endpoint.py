@@ -573,8 +573,13 @@ class _Endpoint(_Receiving):
         try:
             await handler(connection, *args)
             if self._config.reliable:
-                # What the handler sent is delivered before its peer is forgotten.
-                await connection.flush()
+                # What the handler sent is delivered before its peer is forgotten;
+                # a peer gone meanwhile is counted (messages_failed), and must not
+                # end serve() for everyone else.
+                try:
+                    await connection.flush()
+                except PeerLostError as exc:
+                    logger.debug("%s", exc)
         finally:
             if not self._closed:
                 self._engine.close_peer(connection._peer)

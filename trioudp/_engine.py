@@ -1040,7 +1040,6 @@ class Engine:
                 give_up_timeout=config.give_up_timeout,
                 key=self.key,
                 counters=peer.counters,
-                now=now,
             )
         sender.queue(payload, encode_topic(topic), priority)
         peer.counters.messages_sent += 1

@@ -171,7 +171,6 @@ class Sender:
         give_up_timeout: float,
         key: bytes | None,
         counters: Counters,
-        now: float,
     ) -> None:
         self.session = session
         self._max_datagram_size = max_datagram_size
@@ -439,6 +438,9 @@ class Sender:
         if newly[-1][0] == largest:
             self.rtt.update(now - newly[-1][1].time, delay)
         self._largest_acked = max(self._largest_acked, largest)
+        # RFC 9002 §7.8: a sender that does not fill its window learns nothing
+        # about the path from ACKs, so the window does not grow then.
+        limited = self.bytes_in_flight < self.window // 2
         for packet, sent in newly:
             if in_flight.pop(packet, None) is None:
                 continue  # a copy of a fragment acknowledged just before
@@ -447,7 +449,7 @@ class Sender:
             if fragment is None or fragment.acked:
                 continue
             self._fragment_acked(fragment)
-            if sent.time > self._recovery_start:
+            if sent.time > self._recovery_start and not limited:
                 if self.window < self._threshold:
                     self.window += sent.size
                 else:
