@@ -21,6 +21,8 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The oldest trio we support (pyproject's floor) is tested too.
 OLDEST_TRIO = "0.25.0"
 TEST_REQUIREMENTS = ["pytest>=8.0", "pytest-trio>=0.8.0", "hypothesis>=6.100"]
+#: The systems the benchmarks compare trioudp with, and the chart's library.
+BENCH_PEERS = ["uvloop", "twisted", "anyio", "asyncudp", "asyncio-dgram", "matplotlib"]
 
 # uv must use the Pythons installed here, never download one.
 os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
@@ -142,8 +144,16 @@ def typing(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (not run by default): each prints a table of ratios measured
     in one run, since these machines are shared and noisy."""
-    session.install(".")
-    session.run("python", "bench/receive_capacity.py", *session.posargs)
+    session.install(".", *BENCH_PEERS)
+    session.run(
+        "python",
+        "bench/receive_capacity.py",
+        "--json",
+        "docs/bench/receive_capacity.json",
+        "--chart",
+        "docs/bench/receive_capacity.png",
+        *session.posargs,
+    )
     session.run("python", "bench/goodput.py")
 
 
