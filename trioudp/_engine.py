@@ -433,6 +433,30 @@ class Engine:
         peer.last_activity = peer.heard = now
         if peer.state is not ConnectionState.ESTABLISHED:
             self._heard(peer)
+        stream = peer.unicast
+        if (
+            stream is not None
+            and stream.session == session
+            and stream.acks is None
+            and frame.fragment_count == 1
+            and not frame.group
+            and self.topics is None
+        ):
+            # The common case, without the general path's calls: the next
+            # message of a known unicast session, in order, with nothing waiting.
+            ordered = stream.window
+            if (
+                type(ordered) is OrderedWindow
+                and frame.sequence == ordered.base
+                and not ordered.pending
+                and frame.message_length <= self.config.max_message_size
+            ):
+                stream.last_activity = now
+                topic = frame.topic.decode() if frame.topic else ""
+                message = Message(bytes(frame.payload), address, frame.sequence, topic, peer, 1)
+                self._events.append(message)
+                ordered.step()
+                return
         first = frame.oldest if self.reliable else frame.sequence
         stream = self._stream(peer, frame.group, session, first, now)
         if stream is None:

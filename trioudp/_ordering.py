@@ -115,6 +115,11 @@ class OrderedWindow:
         while self.pending:
             self.skip_gap(out, counters)
 
+    def step(self) -> None:
+        """The message at ``base`` was delivered (by the caller, which checked
+        that nothing is pending): move past it."""
+        self._step()
+
     def _step(self) -> None:
         self.history = ((self.history << 1) | 1) & self.mask
         if self.known < self.window:
