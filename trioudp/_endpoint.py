@@ -113,7 +113,14 @@ _Item = Message | _Unreachable
 
 
 class _Inbox:
-    """A bounded receive channel with an overflow policy."""
+    """A bounded receive channel with an overflow policy.
+
+    Not a trio memory channel: the receive task puts a whole batch of messages
+    at once and ``receive_batch()`` takes them all at once, so a message costs a
+    deque append and a share of one list, not a channel operation on each side.
+    Receivers wait in a parking lot; being cancelled while parked takes
+    nothing, so every receive is cancel-safe.
+    """
 
     def __init__(self, engine: Engine, config: Config) -> None:
         self._engine = engine
@@ -121,49 +128,49 @@ class _Inbox:
         # A reliable endpoint's messages were acknowledged, so a channel must not
         # drop them: the engine bounds them instead (each peer's window counts
         # them until they are received, see count_consumed).
-        self._reliable = config.reliable
-        capacity = math.inf if config.reliable else config.channel_capacity
-        self._send, self._receive = trio.open_memory_channel[_Item](capacity)
+        self._capacity = math.inf if config.reliable else config.channel_capacity
+        self._items: deque[_Item] = deque()
+        self._waiters = trio.lowlevel.ParkingLot()
         #: Payload bytes waiting, and how many may.
         self._bytes = 0
         self._byte_limit = math.inf if config.reliable else config.channel_bytes
-        #: Called with each reliable message the application takes.
-        self.on_consumed: Callable[[Message], None] | None = None
+        #: "open", "ended" (EndOfChannel once empty) or "closed" (ClosedResourceError).
+        self._state = "open"
         self._deferred: UnreachableError | None = None
         self._error_queued = False
+        #: Called with each reliable message the application takes.
+        self.on_consumed: Callable[[Message], None] | None = None
 
     def put(self, item: _Item) -> None:
         engine = self._engine
-        size = len(item.payload) if type(item) is Message else 0
-        if self._bytes + size > self._byte_limit:
-            if not self._drop_oldest:
+        is_message = type(item) is Message
+        if self._state != "open":
+            if is_message:
                 engine.count_dropped(item, was_delivered=False)  # type: ignore[arg-type]
-                return
-            while self._bytes + size > self._byte_limit and self._drop_one():
-                pass
-        try:
-            self._send.send_nowait(item)
-        except trio.WouldBlock:
-            if not self._drop_oldest:
-                if type(item) is Message:
-                    engine.count_dropped(item, was_delivered=False)
-                return
-            self._drop_one()
-            self._send.send_nowait(item)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if type(item) is Message:
-                engine.count_dropped(item, was_delivered=False)
             return
-        if type(item) is Message:
+        size = len(item.payload) if is_message else 0  # type: ignore[union-attr]
+        items = self._items
+        if len(items) >= self._capacity or self._bytes + size > self._byte_limit:
+            if not self._drop_oldest:
+                if is_message:
+                    engine.count_dropped(item, was_delivered=False)  # type: ignore[arg-type]
+                return
+            while (
+                len(items) >= self._capacity or self._bytes + size > self._byte_limit
+            ) and self._drop_one():
+                pass
+        items.append(item)
+        if is_message:
             self._bytes += size
-            engine.count_delivered(item)
+            engine.count_delivered(item)  # type: ignore[arg-type]
+        if self._waiters:
+            self._waiters.unpark()
 
     def _drop_one(self) -> bool:
         """Make room by dropping the oldest item; False if there was none."""
-        try:
-            oldest = self._receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
+        if not self._items:
             return False
+        oldest = self._items.popleft()
         if type(oldest) is Message:
             self._bytes -= len(oldest.payload)
             self._engine.count_dropped(oldest, was_delivered=True)
@@ -189,6 +196,27 @@ class _Inbox:
         error, self._deferred = self._deferred, None
         return error
 
+    def _next_nowait(self) -> _Item:
+        if self._state == "closed":
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        if self._items:
+            return self._items.popleft()
+        if self._state == "ended":
+            raise trio.EndOfChannel
+        raise trio.WouldBlock
+
+    async def _next(self) -> _Item:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                item = self._next_nowait()
+            except trio.WouldBlock:
+                await self._waiters.park()
+                continue
+            # Taken: from here on, a cancellation cannot lose it.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+
     async def receive(self) -> Message:
         if self._deferred is not None:
             # Checkpoint before taking the error, so a cancellation cannot lose it
@@ -197,43 +225,40 @@ class _Inbox:
             error = self._pop_deferred()
             if error is not None:
                 raise error
-        return self._take(await self._receive.receive())
+        return self._take(await self._next())
 
     def receive_nowait(self) -> Message:
         error = self._pop_deferred()
         if error is not None:
             raise error
-        return self._take(self._receive.receive_nowait())
+        return self._take(self._next_nowait())
 
     async def receive_batch(self, max_messages: int) -> list[Message]:
         batch = [await self.receive()]
-        receive_nowait = self._receive.receive_nowait
-        while len(batch) < max_messages:
-            try:
-                item = receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        items = self._items
+        consumed = self.on_consumed
+        while items and len(batch) < max_messages:
+            item = items.popleft()
             if type(item) is not Message:
                 self._error_queued = False
                 self._deferred = item.error  # type: ignore[union-attr]
                 break
             self._bytes -= len(item.payload)
-            if self.on_consumed is not None:
-                self.on_consumed(item)
+            if consumed is not None:
+                consumed(item)
             batch.append(item)
         return batch
 
     def end(self) -> None:
         """No more messages will come: receivers get EndOfChannel once it is empty."""
-        self._send.close()
+        if self._state == "open":
+            self._state = "ended"
+        self._waiters.unpark_all()
 
     def close(self) -> None:
         """The endpoint is closed: receivers get ClosedResourceError."""
-        self._send.close()
-        self._receive.close()
-
-    def statistics(self) -> trio.MemoryChannelStatistics:
-        return self._receive.statistics()
+        self._state = "closed"
+        self._waiters.unpark_all()
 
 
 class _Receiving:
