@@ -401,20 +401,27 @@ class Engine:
             else:
                 counters.datagrams_malformed += 1
             return
-        if frame.kind:
+        # One unpacking rather than an attribute lookup at each use: this runs
+        # for every datagram.
+        (session, sequence, payload, length, _, count, topic, group, packet, _, kind) = frame
+        if kind:
             self._control(peer, frame, address, size, now)
             return
-        if (frame.packet >= 0) is not self.reliable:
+        if (packet >= 0) is not self.reliable:
             self._mismatch(peer, frame, address, size, now)
             return
-        session = frame.session
-        if frame.group and session in self._own_sessions:
+        if group and session in self._own_sessions:
             counters = self._own if peer is None else peer.counters
             counters.datagrams_received += 1
             counters.bytes_received += size
             counters.datagrams_own += 1
             return
-        if peer is None or (not frame.group and self._restarted(peer, session)):
+        stream = None if peer is None else peer.unicast
+        if peer is None or (
+            not group
+            and (stream is None or stream.session != session)
+            and self._restarted(peer, session)
+        ):
             retired = None
             if peer is not None:
                 retired = peer.retired
@@ -435,11 +442,11 @@ class Engine:
             self._heard(peer)
         stream = peer.unicast
         if (
-            stream is not None
+            count == 1
+            and stream is not None
             and stream.session == session
             and stream.acks is None
-            and frame.fragment_count == 1
-            and not frame.group
+            and not group
             and self.topics is None
         ):
             # The common case, without the general path's calls: the next
@@ -447,18 +454,17 @@ class Engine:
             ordered = stream.window
             if (
                 type(ordered) is OrderedWindow
-                and frame.sequence == ordered.base
+                and sequence == ordered.base
                 and not ordered.pending
-                and frame.message_length <= self.config.max_message_size
+                and length <= self.config.max_message_size
             ):
                 stream.last_activity = now
-                topic = frame.topic.decode() if frame.topic else ""
-                message = Message(bytes(frame.payload), address, frame.sequence, topic, peer, 1)
-                self._events.append(message)
+                text = topic.decode() if topic else ""
+                self._events.append(Message(bytes(payload), address, sequence, text, peer, 1))
                 ordered.step()
                 return
-        first = frame.oldest if self.reliable else frame.sequence
-        stream = self._stream(peer, frame.group, session, first, now)
+        first = frame.oldest if self.reliable else sequence
+        stream = self._stream(peer, group, session, first, now)
         if stream is None:
             return
         if stream.acks is not None:
@@ -466,10 +472,9 @@ class Engine:
             return
         stream.last_activity = now
         window = stream.window
-        sequence = frame.sequence
         verdict = window.classify(sequence)
         topics = self.topics
-        if topics is not None and frame.topic not in topics:
+        if topics is not None and topic not in topics:
             counters.datagrams_filtered += 1
             if verdict == NEW:
                 self._accept(peer, stream, sequence, None, now)
@@ -480,12 +485,12 @@ class Engine:
             else:
                 counters.datagrams_late += 1
             return
-        if frame.message_length > self.config.max_message_size:
+        if length > self.config.max_message_size:
             counters.datagrams_over_limit += 1
             return
-        if frame.fragment_count == 1:
-            topic = frame.topic.decode() if frame.topic else ""
-            message = Message(bytes(frame.payload), address, sequence, topic, peer, 1)
+        if count == 1:
+            text = topic.decode() if topic else ""
+            message = Message(bytes(payload), address, sequence, text, peer, 1)
         else:
             assembled = self._add_fragment(peer, stream, frame, now)
             if not assembled:
