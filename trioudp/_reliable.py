@@ -13,17 +13,26 @@ while it was quiet) starts there, since everything before it was acknowledged.
 
 Loss recovery follows RFC 9002: a datagram is lost once one sent three packets
 later is acknowledged (packet threshold) or one sent after it was acknowledged
-9/8 RTT ago (time threshold); lost fragments are queued to go again first.
-When nothing is acknowledged for a probe timeout (PTO: smoothed RTT + 4 x
+9/8 RTT ago (time threshold); lost fragments are queued to go again first. A
+datagram taken for lost and acknowledged later was only reordered: it is not
+sent again, and both thresholds grow with the reordering seen (§6.1.1). When
+nothing is acknowledged for a probe timeout (PTO: smoothed RTT + 4 x
 variation + max ack delay, 1 s before any sample, doubled for each
-consecutive one up to MAX_PTO), up to two of the oldest fragments in flight are
-sent again as probes, or a PING when there is none. Congestion control is
+consecutive one but capped so that GIVE_UP_PROBES rounds fit in the give-up
+time), up to two of the oldest fragments in flight are sent again as probes,
+or a PING when there is none. Congestion control is
 NewReno (RFC 9002 §7): a window of bytes in flight that starts at ten
 datagrams, doubles per RTT in slow start, halves once per loss episode, never
 below two; retransmissions count against it like any traffic (RFC 8085
 §3.1), so a lossy path is not flooded. A peer that acknowledges nothing for
 ``give_up_timeout`` while something waits for it is lost: everything still
 unacknowledged is counted as failed and the sender stops.
+
+Delivery is confirmed cumulatively: every ACK names the next message the
+receiver will deliver, and only that retires messages (a selective ACK just
+stops retransmission). ACKs also carry the receiver's id; a new one means the
+receiver restarted and lost what it held out of order, so everything not
+confirmed goes again, in order.
 
 Flow control. Every ACK carries the highest message number the receiver takes
 now (it holds at most ``reorder_window`` messages between the first one not
@@ -35,8 +44,9 @@ update cannot deadlock and a live but slow receiver is never given up on.
 The receiver (``Acknowledger``, one per reliable stream) records packet numbers
 of datagrams it has accepted (stored or already delivered; never one it had to
 refuse), and acknowledges after every second one, at once when one arrives out
-of order, and otherwise within ``MAX_ACK_DELAY`` (RFC 9000 §13.2). At most
-MAX_ACK_RANGES ranges are kept and sent, newest first.
+of order, and otherwise within ``MAX_ACK_DELAY`` (RFC 9000 §13.2). It keeps
+ACK_RANGES ranges and sends the newest few plus those of every packet that
+came since the previous ACK (a late packet may fill a hole far back).
 """
 
 from __future__ import annotations
