@@ -38,11 +38,15 @@ def prefilled(count: int) -> socket.socket:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     receiver.bind(("127.0.0.1", 0))
+    prefill(receiver.getsockname(), count)
+    return receiver
+
+
+def prefill(address: tuple[str, int], count: int) -> None:
+    """Send ``count`` framed 64-byte datagrams to ``address``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        address = receiver.getsockname()
         for sequence in range(count):
             sender.sendto(encode_message(7, sequence, PAYLOAD, 1200)[0], address)
-    return receiver
 
 
 def raw_recv_into(sock: socket.socket, count: int) -> float:
@@ -130,6 +134,29 @@ def asyncio_dgram(sock: socket.socket, count: int) -> float:
     return asyncio.run(main())
 
 
+def asyncudp_recvfrom(sock: socket.socket, count: int) -> float:
+    """asyncudp makes and binds its own socket, so the same datagrams are sent
+    to it after it is bound (and before its loop reads any)."""
+    import asyncio
+
+    asyncudp = optional("asyncudp")
+    sock.close()
+
+    async def main() -> float:
+        udp = await asyncudp.create_socket(local_addr=("127.0.0.1", 0))
+        own = udp._transport.get_extra_info("socket")
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        prefill(udp.getsockname(), count)
+        start = time.perf_counter()
+        for _ in range(count):
+            await udp.recvfrom()
+        elapsed = time.perf_counter() - start
+        udp.close()
+        return elapsed
+
+    return asyncio.run(main())
+
+
 def anyio_on_trio(sock: socket.socket, count: int) -> float:
     anyio = optional("anyio")
 
@@ -186,6 +213,7 @@ SYSTEMS: dict[str, tuple[Callable[[socket.socket, int], float], str | None]] = {
     "twisted, bare DatagramProtocol": (twisted, "twisted"),
     "asyncio, bare DatagramProtocol": (partial(asyncio_protocol, uvloop=False), None),
     "asyncio-dgram, await recv()": (asyncio_dgram, "asyncio_dgram"),
+    "asyncudp, await recvfrom()": (asyncudp_recvfrom, "asyncudp"),
     "anyio on trio, await receive()": (anyio_on_trio, "anyio"),
     "trio, await recvfrom per datagram (no protocol)": (trio_naive, None),
     "trioudp, receive() per message": (partial(trioudp_receive, batch=False), None),
