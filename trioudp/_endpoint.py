@@ -82,7 +82,7 @@ if sys.version_info < (3, 11):
 
 if TYPE_CHECKING:
     import socket as stdlib_socket
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 
     from typing_extensions import Buffer, Self, TypeVarTuple, Unpack
 
@@ -522,16 +522,12 @@ class _Endpoint(_Receiving):
         """Send one datagram of engine output. Raises BlockingIOError if the
         kernel has no room; other failures drop it (counted): reliable delivery
         sends again whatever is lost, as if the network had lost it."""
-        sock = self._sock
+        marking: Sequence[tuple[int, int, bytes]] = ()
+        if priority is not None and priority != self._config.priority:
+            marking = [priority_cmsg(self._sock.family, priority)]
         connected = address == self._remote
         try:
-            if priority is not None and priority != self._config.priority:
-                marking = [priority_cmsg(sock.family, priority)]
-                sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
-            elif connected:
-                sock.send(datagram)
-            else:
-                sock.sendto(datagram, address)
+            self._put_on_wire(datagram, address, marking)
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -643,19 +639,13 @@ class _Endpoint(_Receiving):
         datagrams = self._engine.encode(
             peer, payload, trio.current_time(), topic=topic, group=group
         )
-        sock = self._sock
         address = peer.address
         connected = address == self._remote
         for datagram in datagrams:
             backoff = NOBUFS_FIRST_WAIT
             while True:
                 try:
-                    if marking:
-                        sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
-                    elif connected:
-                        sock.send(datagram)
-                    else:
-                        sock.sendto(datagram, address)
+                    self._put_on_wire(datagram, address, marking)
                     break
                 except BlockingIOError:
                     async with self._send_lock:
@@ -678,6 +668,20 @@ class _Endpoint(_Receiving):
                         continue
                     raise self._send_error(exc, len(datagram), address) from exc
             await self._yield_sometimes()
+
+    def _put_on_wire(
+        self, datagram: bytes, address: Address, marking: Sequence[tuple[int, int, bytes]]
+    ) -> None:
+        """Hand one datagram to the socket: with a DSCP marking as ancillary data
+        if there is one, without an address to the peer the socket is connected to."""
+        sock = self._sock
+        connected = address == self._remote
+        if marking:
+            sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
+        elif connected:
+            sock.send(datagram)
+        else:
+            sock.sendto(datagram, address)
 
     async def _yield_sometimes(self) -> None:
         """Let other tasks run once per SEND_BATCH datagrams sent, not after every

@@ -1085,10 +1085,6 @@ class Engine:
         """Reliable messages to ``peer`` not yet acknowledged."""
         return 0 if peer.sender is None else peer.sender.unacknowledged
 
-    def failure(self, peer: Peer) -> str | None:
-        """Why sending to ``peer`` failed for good (None while it has not)."""
-        return peer.failure
-
     def take_datagrams(self, now: float) -> list[tuple[bytes, Address, int | None]]:
         """What the engine itself has to send now: acknowledgements, PINGs,
         REJECTs and reliable data, as ``(datagram, address, DSCP or None)``."""

@@ -88,7 +88,7 @@ class OrderedWindow:
         if sequence == self.base:
             if message is not None:
                 out.append(message)
-            self._step()
+            self.step()
             if self.pending:
                 self._drain(out)
         else:
@@ -116,15 +116,8 @@ class OrderedWindow:
             self.skip_gap(out, counters)
 
     def step(self) -> None:
-        """The message at ``base`` was delivered (by the caller, which checked
-        that nothing is pending): move past it. (``_step`` inlined: this is the
-        engine's per-message fast path.)"""
-        self.history = ((self.history << 1) | 1) & self.mask
-        if self.known < self.window:
-            self.known += 1
-        self.base = (self.base + 1) % SEQUENCE_MODULUS
-
-    def _step(self) -> None:
+        """The message at ``base`` was delivered: move past it (the engine's fast
+        path calls it directly, having checked that nothing is pending)."""
         self.history = ((self.history << 1) | 1) & self.mask
         if self.known < self.window:
             self.known += 1
@@ -135,7 +128,7 @@ class OrderedWindow:
         while self.base in pending:
             message, _arrival = pending.pop(self.base)
             self._release(message, out)
-            self._step()
+            self.step()
 
     def _release(self, message: Message | None, out: list[object]) -> None:
         if message is not None:
