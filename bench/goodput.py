@@ -1,144 +1,204 @@
-"""Goodput: reliable mode next to unreliable mode, client to server on loopback.
+"""Goodput: one sender process, one receiver process, loopback.
 
-A client sends COUNT messages of each size (``await conn.send()`` per message,
-then, in reliable mode, ``flush()``) while the server's application iterates
-them; the time runs from the first send to the last message received. The table
-gives messages and megabytes of payload per second (best of ROUNDS) and the
-ratio to a plain-Python
-pair (a process sending with blocking ``send()``, this one receiving with
-``recv_into()``), the reference without any protocol; all in one run. Unreliable mode may lose
-messages when the receiver falls behind (the count delivered is shown);
-reliable mode never does.
+For each message size a sender process sends COUNT messages to this process,
+which receives them; the time runs from the sender's first send to the last
+message received (both read the same monotonic clock, ``time.perf_counter``;
+the sender prints when it started), best of ROUNDS. Rows:
 
-    python bench/goodput.py [--count N] [--rounds R]
+- raw pair: plain Python, no protocol (blocking ``send()`` -> ``recv_into()``),
+  the reference the ratios are to (for messages that fit in one datagram);
+- trioudp unreliable and reliable: the sender awaits ``conn.send()`` per
+  message (then ``flush()``), the receiver iterates ``receive_batch()``.
+
+Unreliable rows may lose messages when the receiver falls behind (the count
+delivered is shown); reliable ones never do. The table is printed and written
+to ``docs/bench/goodput.json`` with ``--json``.
+
+    python bench/goodput.py [--count N] [--rounds R] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import subprocess
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import trio
 
 import trioudp
 
-SIZES = (64, 1024, 16 * 1024)
+SIZES = (64, 1024, 16 * 1024, 1024 * 1024)
+#: The largest message one UDP datagram carries: the raw pair's limit.
+MAX_DATAGRAM = 65507
+#: Silence after which a receiver stops waiting for what was lost.
+QUIET = 0.5
+#: How long one round may take at most.
+ROUND_LIMIT = 60.0
 
 
-async def run(size: int, count: int, *, reliable: bool) -> tuple[float, int]:
-    """Seconds from the first send until the receiver has everything it will
-    get, and how many messages it got."""
+async def _send(port: int, size: int, count: int, reliable: bool) -> None:
     payload = b"x" * size
+    async with trioudp.open_udp_connection(
+        "127.0.0.1", port, reliable=reliable, max_message_size=max(size, 1)
+    ) as conn:
+        print(time.perf_counter(), flush=True)
+        for _ in range(count):
+            await conn.send(payload)
+        await conn.flush()
+
+
+def _spawn(*arguments: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--sender", *map(str, arguments)], stdout=subprocess.PIPE
+    )
+
+
+def _reap(process: subprocess.Popen[bytes]) -> float:
+    """Wait for a sender; when it started sending."""
+    try:
+        output, _ = process.communicate(timeout=ROUND_LIMIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return float(output.split()[0])
+
+
+async def trioudp_round(size: int, count: int, *, reliable: bool) -> tuple[float, int]:
+    """Seconds from the first send to the last message received, and how many came."""
     received = 0
-    async with (
-        trioudp.open_udp_server(
-            "127.0.0.1", 0, reliable=reliable, channel_capacity=2**20, channel_bytes=2**31
-        ) as server,
-        trioudp.open_udp_connection(*server.local_address[:2], reliable=reliable) as conn,
-    ):
-        done = trio.Event()
-        last = time.perf_counter()
-
-        async def collect() -> None:
-            nonlocal received, last
-            while received < count:
-                batch = await server.receive_batch()
-                received += len(batch)
-                last = time.perf_counter()
-            done.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(collect)
-            start = time.perf_counter()
-            for _ in range(count):
-                await conn.send(payload)
-            await conn.flush()
-            # Unreliable mode: whatever is still coming arrives within this.
-            with trio.move_on_after(0.5):
-                await done.wait()
-            nursery.cancel_scope.cancel()
+    last = 0.0
+    async with trioudp.open_udp_server(
+        "127.0.0.1",
+        0,
+        reliable=reliable,
+        max_message_size=max(size, 1),
+        channel_capacity=2**20,
+        channel_bytes=2**31,
+        total_buffer_bytes=2**31,
+        peer_buffer_bytes=2**30,
+    ) as server:
+        sender = _spawn("trioudp", server.local_address[1], size, count, int(reliable))
+        try:
+            with trio.move_on_after(ROUND_LIMIT):
+                while received < count:
+                    batch: list[trioudp.Message] = []
+                    with trio.move_on_after(QUIET if received else ROUND_LIMIT):
+                        batch = await server.receive_batch()
+                    if not batch:
+                        break
+                    last = time.perf_counter()
+                    received += len(batch)
+        finally:
+            start = await trio.to_thread.run_sync(partial(_reap, sender))
     return last - start, received
 
 
 _RAW_SENDER = """
-import socket, sys
+import socket, sys, time
 count, size, port = map(int, sys.argv[1:])
 payload = b"x" * size
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
     sock.connect(("127.0.0.1", port))
+    print(time.perf_counter(), flush=True)
     for _ in range(count):
         sock.send(payload)
     sock.send(b"")
 """
 
 
-def raw_pair(size: int, count: int) -> tuple[float, int]:
+def raw_round(size: int, count: int) -> tuple[float, int]:
     """Plain Python, no protocol: a process sending with blocking send() and
-    this one receiving with recv_into(), until an empty end marker (or 0.5 s of
-    silence: what a full buffer dropped is not waited for)."""
+    this one receiving with recv_into(), until an empty end marker (or QUIET
+    seconds of silence: what a full buffer dropped is not waited for)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 * 1024 * 1024)
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.5)
+        sock.settimeout(QUIET)
         buffer = bytearray(65536)
         port = sock.getsockname()[1]
         sender = subprocess.Popen(
-            [sys.executable, "-c", _RAW_SENDER, str(count), str(size), str(port)]
+            [sys.executable, "-c", _RAW_SENDER, str(count), str(size), str(port)],
+            stdout=subprocess.PIPE,
         )
         received = 0
-        start = last = 0.0
+        last = 0.0
         try:
             while True:
                 length = sock.recv_into(buffer)
                 last = time.perf_counter()
                 if length == 0 and size:
                     break
-                if not received:
-                    start = last
                 received += 1
         except TimeoutError:
             pass
-        sender.wait()
+        start = _reap(sender)
     return last - start, received
 
 
+def best(run: partial[tuple[float, int]], rounds: int) -> tuple[float, int]:
+    """The best rate (messages per second) and its count."""
+    rate, delivered = 0.0, 0
+    for _ in range(rounds):
+        seconds, got = run()
+        if seconds > 0 and got / seconds > rate:
+            rate, delivered = got / seconds, got
+    return rate, delivered
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="reliable and unreliable goodput")
-    parser.add_argument("--count", type=int, default=20_000)
+    parser = argparse.ArgumentParser(description="trioudp goodput next to a raw socket pair")
+    parser.add_argument("--count", type=int, default=20_000, help="messages of 64 B and 1 KiB")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write the table here too")
     args = parser.parse_args()
-    print(f"{'size':>7} {'mode':>10} {'delivered':>10} {'msg/s':>10} {'MB/s':>8} {'ratio':>6}")
+    rows: list[dict[str, object]] = []
+    print(f"{'size':>8} {'system':>20} {'delivered':>13} {'msg/s':>10} {'MB/s':>8} {'ratio':>6}")
     for size in SIZES:
-        count = max(args.count * 64 // size, 500) if size > 1024 else args.count
-        best_raw = 0.0
-        raw_delivered = 0
-        for _ in range(args.rounds):
-            seconds, got = raw_pair(size, count)
-            if seconds > 0 and got / seconds > best_raw:
-                best_raw, raw_delivered = got / seconds, got
-        print(
-            f"{size:>7} {'raw pair':>10} {raw_delivered:>4}/{count:<5} {best_raw:>10,.0f} "
-            f"{best_raw * size / 1e6:>8.1f} {1:>6.2f}"
-        )
+        count = args.count if size <= 1024 else max(args.count * 64 // size, 200)
+        reference = 0.0
+        runs: list[tuple[str, partial[tuple[float, int]]]] = []
+        if size <= MAX_DATAGRAM:
+            runs.append(("raw pair", partial(raw_round, size, count)))
         for reliable in (False, True):
-            best = 0.0
-            delivered = 0
-            for _ in range(args.rounds):
-                seconds, got = trio.run(partial(run, size, count, reliable=reliable))
-                rate = got / seconds
-                if rate > best:
-                    best, delivered = rate, got
-            ratio = best / best_raw
-            mode = "reliable" if reliable else "unreliable"
-            print(
-                f"{size:>7} {mode:>10} {delivered:>4}/{count:<5} {best:>10,.0f} "
-                f"{best * size / 1e6:>8.1f} {ratio:>6.2f}"
+            name = "trioudp " + ("reliable" if reliable else "unreliable")
+            runs.append(
+                (name, partial(trio.run, partial(trioudp_round, size, count, reliable=reliable)))
             )
+        for name, run in runs:
+            rate, delivered = best(run, args.rounds)
+            if name == "raw pair":
+                reference = rate
+            ratio = rate / reference if reference else None
+            shown = f"{ratio:>6.2f}" if ratio is not None else f"{'-':>6}"
+            print(
+                f"{size:>8} {name:>20} {delivered:>6}/{count:<6} {rate:>10,.0f} "
+                f"{rate * size / 1e6:>8.1f} {shown}",
+                flush=True,
+            )
+            rows.append(
+                {
+                    "size": size,
+                    "system": name,
+                    "messages": count,
+                    "delivered": delivered,
+                    "messages_per_second": round(rate),
+                    "megabytes_per_second": round(rate * size / 1e6, 1),
+                    "ratio_to_raw_pair": None if ratio is None else round(ratio, 3),
+                }
+            )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"python": sys.version.split()[0], "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--sender"]:
+        _kind, port, size, count, reliable = sys.argv[2:]
+        trio.run(_send, int(port), int(size), int(count), bool(int(reliable)))
+    else:
+        main()
