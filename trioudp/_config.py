@@ -162,6 +162,13 @@ class Config:
     """The DSCP every datagram is marked with (a :class:`Priority` or 0 to 63):
     how networks that honour it should queue this endpoint's traffic."""
 
+    offload: bool = attrs.field(default=True, validator=_boolean)
+    """Use Linux UDP segmentation offload where the kernel has it: the
+    fragments of a large message (and runs of equal-sized datagrams) go to the
+    kernel in one ``sendmsg`` (GSO), and the kernel may hand over several
+    received datagrams in one read (GRO). False sends and reads one datagram
+    per system call. Elsewhere it does nothing."""
+
     reliable: bool = attrs.field(default=False, validator=_boolean)
     """True: every message is acknowledged, sent again until it is, and delivered
     exactly once and in order, or ``send()``/``flush()`` raise
@@ -279,6 +286,7 @@ class Options(TypedDict, total=False):
     receive_buffer_size: int | None
     send_buffer_size: int | None
     priority: int
+    offload: bool
     reliable: bool
     give_up_timeout: float
     keepalive: float | None

@@ -66,6 +66,16 @@ from ._errors import PeerLostError, UnreachableError
 from ._frame import KEY_SIZES
 from ._message import Message
 from ._multicast import check_priority, priority_cmsg
+from ._offload import (
+    GRO_ANCILLARY_SIZE,
+    GSO_UNSUPPORTED,
+    enable_gro,
+    gro_segment_size,
+    gso_available,
+    gso_runs,
+    segment_cmsg,
+    split_coalesced,
+)
 from ._sockethook import is_fake
 from ._sockets import (
     AddressBook,
@@ -345,6 +355,10 @@ class _Endpoint(_Receiving):
             self._trio_socket = trio.socket.from_stdlib_socket(sock)
             self._wait_readable = partial(trio.lowlevel.wait_readable, sock)
             self._wait_writable = partial(trio.lowlevel.wait_writable, sock)
+        #: Segmentation offload (Linux): several datagrams per system call.
+        real = self._trio_socket is not None
+        self._gso = real and config.offload and gso_available(sock)
+        self._gro = real and config.offload and enable_gro(sock)
         self._config = config
         self._remote = peer_name(sock)
         if key is not None and not config.framing:
@@ -437,34 +451,63 @@ class _Endpoint(_Receiving):
     # -- tasks --------------------------------------------------------------------
 
     async def _receive_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
-        sock = self._sock
-        engine = self._engine
-        receive_datagram = engine.receive_datagram
-        recvfrom_into = sock.recvfrom_into
         buffer = bytearray(_RECEIVE_BUFFER)
-        view = memoryview(buffer)
+        drain = partial(self._drain_coalesced if self._gro else self._drain, buffer)
         wait_readable = self._wait_readable
         checkpoint = trio.lowlevel.checkpoint
         task_status.started()
         while True:
-            now = trio.current_time()
-            read = 0
-            while read < RECEIVE_BATCH:
-                try:
-                    size, address = recvfrom_into(buffer)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    read += 1
-                    self._receive_error(exc)
-                    continue
-                read += 1
-                receive_datagram(view[:size], address, now)
+            full = drain(trio.current_time())
             self._after_engine()
-            if read == RECEIVE_BATCH:
+            if full:
                 await checkpoint()
             else:
                 await wait_readable()
+
+    def _drain(self, buffer: bytearray, now: float) -> bool:
+        """Read datagrams into the engine until the socket has none left (False)
+        or RECEIVE_BATCH were read (True)."""
+        receive_datagram = self._engine.receive_datagram
+        recvfrom_into = self._sock.recvfrom_into
+        view = memoryview(buffer)
+        read = 0
+        while read < RECEIVE_BATCH:
+            try:
+                size, address = recvfrom_into(buffer)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._receive_error(exc)
+            else:
+                receive_datagram(view[:size], address, now)
+            read += 1
+        return True
+
+    def _drain_coalesced(self, buffer: bytearray, now: float) -> bool:
+        """_drain with GRO on: a read may bring several datagrams of one size
+        (the last may be shorter), which go to the engine one by one."""
+        engine = self._engine
+        receive_datagram = engine.receive_datagram
+        recvmsg_into = self._sock.recvmsg_into
+        buffers = [buffer]
+        view = memoryview(buffer)
+        read = 0
+        while read < RECEIVE_BATCH:
+            try:
+                size, ancillary, _flags, address = recvmsg_into(buffers, GRO_ANCILLARY_SIZE)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._receive_error(exc)
+            else:
+                if ancillary and (segment := gro_segment_size(ancillary)):
+                    for datagram in split_coalesced(view, size, segment):
+                        engine.datagrams_coalesced += 1
+                        receive_datagram(datagram, address, now)
+                else:
+                    receive_datagram(view[:size], address, now)
+            read += 1
+        return True
 
     def _receive_error(self, exc: OSError) -> None:
         if not is_unreachable(exc):
@@ -510,24 +553,35 @@ class _Endpoint(_Receiving):
         if backlog:
             backlog.extend(datagrams)
             return
-        for index, (datagram, address, priority) in enumerate(datagrams):
+        runs = self._runs(
+            [len(datagram) for datagram, _, _ in datagrams],
+            [(address, priority) for _, address, priority in datagrams],
+        )
+        for start, stop in runs:
             try:
-                self._send_now(datagram, address, priority)
+                self._send_now(datagrams[start:stop])
             except BlockingIOError:
-                backlog.extend(datagrams[index:])
+                backlog.extend(datagrams[start:])
                 self._backlog_waiting.set()
                 return
 
-    def _send_now(self, datagram: bytes, address: Address, priority: int | None) -> None:
-        """Send one datagram of engine output. Raises BlockingIOError if the
-        kernel has no room; other failures drop it (counted): reliable delivery
-        sends again whatever is lost, as if the network had lost it."""
+    def _send_now(self, run: Sequence[tuple[bytes, Address, int | None]]) -> None:
+        """Send a run of engine output (one datagram, or a GSO run of several to
+        one address with one priority). Raises BlockingIOError if the kernel
+        has no room; other failures drop it (counted): reliable delivery sends
+        again whatever is lost, as if the network had lost it."""
+        if len(run) > 1 and not self._gso:
+            # Segmentation was refused since the run was cut.
+            for index in range(len(run)):
+                self._send_now(run[index : index + 1])
+            return
+        _, address, priority = run[0]
         marking: Sequence[tuple[int, int, bytes]] = ()
         if priority is not None and priority != self._config.priority:
             marking = [priority_cmsg(self._sock.family, priority)]
         connected = address == self._remote
         try:
-            self._put_on_wire(datagram, address, marking)
+            self._put_on_wire([datagram for datagram, _, _ in run], address, marking)
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -536,12 +590,16 @@ class _Endpoint(_Receiving):
             if is_unreachable(exc) and connected:
                 self._receive_error(exc)
                 return
+            if len(run) > 1 and self._offload_refused(exc):
+                for index in range(len(run)):
+                    self._send_now(run[index : index + 1])
+                return
             if exc.errno not in (errno.ENOBUFS, errno.EMSGSIZE, errno.EPERM):
                 raise
             peer = self._engine.peers.get(address)
             if peer is not None:
-                self._engine.count_send_dropped(peer)
-            logger.debug("dropped a %d-byte datagram to %s: %s", len(datagram), address, exc)
+                self._engine.count_send_dropped(peer, len(run))
+            logger.debug("dropped %d datagram(s) to %s: %s", len(run), address, exc)
 
     async def _backlog_loop(self) -> None:
         backlog = self._backlog
@@ -549,9 +607,8 @@ class _Endpoint(_Receiving):
             await self._backlog_waiting.wait()
             self._backlog_waiting = trio.Event()
             while backlog:
-                datagram, address, priority = backlog[0]
                 try:
-                    self._send_now(datagram, address, priority)
+                    self._send_now([backlog[0]])
                 except BlockingIOError:
                     async with self._send_lock:
                         await self._wait_writable()
@@ -639,49 +696,90 @@ class _Endpoint(_Receiving):
         datagrams = self._engine.encode(
             peer, payload, trio.current_time(), topic=topic, group=group
         )
-        address = peer.address
-        connected = address == self._remote
-        for datagram in datagrams:
-            backoff = NOBUFS_FIRST_WAIT
-            while True:
-                try:
-                    self._put_on_wire(datagram, address, marking)
-                    break
-                except BlockingIOError:
-                    async with self._send_lock:
-                        await self._wait_writable()
-                except OSError as exc:
-                    if is_unreachable(exc) and connected:
-                        # An earlier datagram's ICMP error, reported on this send; this
-                        # datagram was not sent, so note the error and send it again.
-                        self._receive_error(exc)
-                        continue
-                    if exc.errno == errno.ENOBUFS:
-                        # The kernel is out of buffers and says nothing when it has
-                        # some again: back off, then give the datagram up as a full
-                        # router would. Never a busy loop.
-                        if backoff > NOBUFS_LAST_WAIT:
-                            self._engine.count_send_dropped(peer)
-                            break
-                        await trio.sleep(backoff)
-                        backoff *= 2
-                        continue
-                    raise self._send_error(exc, len(datagram), address) from exc
+        for start, stop in self._runs(list(map(len, datagrams))):
+            await self._send_run(peer, datagrams[start:stop], marking)
             await self._yield_sometimes()
 
-    def _put_on_wire(
-        self, datagram: bytes, address: Address, marking: Sequence[tuple[int, int, bytes]]
+    def _runs(
+        self, sizes: Sequence[int], keys: Sequence[object] | None = None
+    ) -> Iterable[tuple[int, int]]:
+        """``(start, stop)`` of the runs of datagrams (of these sizes, and
+        ``keys`` that must match within a run) that go to the kernel in one
+        call each: GSO runs, or one datagram each."""
+        if self._gso and len(sizes) > 1:
+            return gso_runs(sizes, keys)
+        return ((index, index + 1) for index in range(len(sizes)))
+
+    async def _send_run(
+        self, peer: Peer, run: Sequence[bytes], marking: list[tuple[int, int, bytes]]
     ) -> None:
-        """Hand one datagram to the socket: with a DSCP marking as ancillary data
-        if there is one, without an address to the peer the socket is connected to."""
+        """Send a run of datagrams to ``peer`` in one call, waiting while the
+        kernel has no room for them."""
+        address = peer.address
+        connected = address == self._remote
+        backoff = NOBUFS_FIRST_WAIT
+        while True:
+            if len(run) > 1 and not self._gso:
+                # Segmentation was refused (by this send, or since the run was cut).
+                for datagram in run:
+                    await self._send_run(peer, [datagram], marking)
+                return
+            try:
+                self._put_on_wire(run, address, marking)
+                return
+            except BlockingIOError:
+                async with self._send_lock:
+                    await self._wait_writable()
+            except OSError as exc:
+                if is_unreachable(exc) and connected:
+                    # An earlier datagram's ICMP error, reported on this send; this
+                    # datagram was not sent, so note the error and send it again.
+                    self._receive_error(exc)
+                    continue
+                if len(run) > 1 and self._offload_refused(exc):
+                    continue
+                if exc.errno == errno.ENOBUFS:
+                    # The kernel is out of buffers and says nothing when it has
+                    # some again: back off, then give the datagrams up as a full
+                    # router would. Never a busy loop.
+                    if backoff > NOBUFS_LAST_WAIT:
+                        self._engine.count_send_dropped(peer, len(run))
+                        return
+                    await trio.sleep(backoff)
+                    backoff *= 2
+                    continue
+                raise self._send_error(exc, len(run[0]), address) from exc
+
+    def _offload_refused(self, exc: OSError) -> bool:
+        """Whether a GSO send failed because segmentation is not available (this
+        device, route or kernel): if so, send one datagram per call from now on."""
+        if exc.errno not in GSO_UNSUPPORTED:
+            return False
+        self._gso = False
+        logger.debug("UDP GSO refused on %s (%s): one datagram per send", self.local_address, exc)
+        return True
+
+    def _put_on_wire(
+        self,
+        run: Sequence[bytes],
+        address: Address,
+        marking: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        """Hand one datagram, or a GSO run of several, to the socket: with a DSCP
+        marking as ancillary data if there is one, without an address to the
+        peer the socket is connected to."""
         sock = self._sock
         connected = address == self._remote
-        if marking:
-            sock.sendmsg([datagram], marking, 0, *(() if connected else (address,)))
+        if len(run) > 1:
+            ancillary = [*marking, segment_cmsg(len(run[0]))]
+            sock.sendmsg(run, ancillary, 0, *(() if connected else (address,)))
+            self._engine.datagrams_offloaded += len(run)
+        elif marking:
+            sock.sendmsg(run, marking, 0, *(() if connected else (address,)))
         elif connected:
-            sock.send(datagram)
+            sock.send(run[0])
         else:
-            sock.sendto(datagram, address)
+            sock.sendto(run[0], address)
 
     async def _yield_sometimes(self) -> None:
         """Let other tasks run once per SEND_BATCH datagrams sent, not after every

@@ -359,6 +359,9 @@ class Engine:
         self.peers_opened = 0
         self.peers_closed = 0
         self.receive_errors = 0
+        #: Datagrams the shell sent in GSO runs, and received in GRO reads.
+        self.datagrams_offloaded = 0
+        self.datagrams_coalesced = 0
         self.connected = connected_to is not None
         self.client_peer: Peer | None = None
         if connected_to is not None:
@@ -868,9 +871,14 @@ class Engine:
 
     def _within_budget(self, peer: Peer, extra: int) -> bool:
         config = self.config
+        total = self._buffered_total + extra
+        if total > config.total_buffer_bytes:
+            return False
+        # The total includes every peer's share: while it fits one peer's budget
+        # (the usual case), no peer's own bytes need adding up.
         return (
-            peer.buffered_bytes + peer.unconsumed_bytes + extra <= config.peer_buffer_bytes
-            and self._buffered_total + extra <= config.total_buffer_bytes
+            total <= config.peer_buffer_bytes
+            or peer.buffered_bytes + peer.unconsumed_bytes + extra <= config.peer_buffer_bytes
         )
 
     def _relieve(self, peer: Peer, extra: int, *, keep: _Partial | None) -> None:
@@ -1179,10 +1187,10 @@ class Engine:
             raise ValueError("raw mode (framing=False) has no topics to subscribe to")
         self.topics = None if topics is None else frozenset(map(encode_topic, topics))
 
-    def count_send_dropped(self, peer: Peer) -> None:
-        """The kernel had no buffer for a datagram to ``peer``, even after backing
-        off; it was dropped."""
-        peer.counters.datagrams_send_dropped += 1
+    def count_send_dropped(self, peer: Peer, count: int = 1) -> None:
+        """The kernel had no buffer for ``count`` datagrams to ``peer``, even
+        after backing off; they were dropped."""
+        peer.counters.datagrams_send_dropped += count
 
     def count_unreachable(self, peer: Peer | None) -> None:
         """The kernel reported an ICMP error (for ``peer`` if it knows which)."""
@@ -1338,6 +1346,8 @@ class Engine:
             peers_opened=self.peers_opened,
             peers_closed=self.peers_closed,
             receive_errors=self.receive_errors,
+            datagrams_offloaded=self.datagrams_offloaded,
+            datagrams_coalesced=self.datagrams_coalesced,
             messages_unacknowledged=unacknowledged,
             bytes_in_flight=in_flight,
         )

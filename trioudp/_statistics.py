@@ -224,6 +224,10 @@ class EndpointStatistics(PeerStatistics):
     """Peers forgotten: idle, replaced by a restart, or their handler returned."""
     receive_errors: int
     """Errors the kernel reported when reading the socket (counted, not raised)."""
+    datagrams_offloaded: int
+    """Datagrams sent in GSO runs: several per system call (``offload``)."""
+    datagrams_coalesced: int
+    """Datagrams that arrived several per read, coalesced by the kernel (GRO)."""
 
 
 def peer_statistics(counters: Counters, pending: int, **reliable: Any) -> PeerStatistics:
@@ -236,18 +240,10 @@ def endpoint_statistics(
     pending: int,
     *,
     peers: int,
-    peers_opened: int,
-    peers_closed: int,
-    receive_errors: int,
-    **reliable: Any,
+    **endpoint: Any,
 ) -> EndpointStatistics:
-    """Freeze an endpoint's summed counters with its endpoint-only figures."""
+    """Freeze an endpoint's summed counters with its endpoint-only figures
+    (``endpoint``: receive errors, offload counts, reliable senders' sums)."""
     return EndpointStatistics(
-        datagrams_pending=pending,
-        peers=peers,
-        peers_opened=peers_opened,
-        peers_closed=peers_closed,
-        receive_errors=receive_errors,
-        **counters.values(),
-        **reliable,
+        datagrams_pending=pending, peers=peers, **counters.values(), **endpoint
     )
