@@ -8,7 +8,9 @@ the sender prints when it started), best of ROUNDS. Rows:
 - raw pair: plain Python, no protocol (blocking ``send()`` -> ``recv_into()``),
   the reference the ratios are to (for messages that fit in one datagram);
 - trioudp unreliable and reliable: the sender awaits ``conn.send()`` per
-  message (then ``flush()``), the receiver iterates ``receive_batch()``.
+  message (then ``flush()``), the receiver iterates ``receive_batch()``;
+- ... batch 64: the sender hands over 64 messages per ``send_batch()`` call
+  (small ones share datagrams).
 
 Unreliable rows may lose messages when the receiver falls behind (the count
 delivered is shown); reliable ones never do. The table is printed and written
@@ -37,18 +39,24 @@ SIZES = (64, 1024, 16 * 1024, 1024 * 1024)
 MAX_DATAGRAM = 65507
 #: Silence after which a receiver stops waiting for what was lost.
 QUIET = 0.5
+#: Messages per send_batch() call in the batch rows.
+BATCH = 64
 #: How long one round may take at most.
 ROUND_LIMIT = 60.0
 
 
-async def _send(port: int, size: int, count: int, reliable: bool) -> None:
+async def _send(port: int, size: int, count: int, reliable: bool, batch: int) -> None:
     payload = b"x" * size
     async with trioudp.open_udp_connection(
         "127.0.0.1", port, reliable=reliable, max_message_size=max(size, 1)
     ) as conn:
         print(time.perf_counter(), flush=True)
-        for _ in range(count):
-            await conn.send(payload)
+        if batch:
+            for start in range(0, count, batch):
+                await conn.send_batch([payload] * min(batch, count - start))
+        else:
+            for _ in range(count):
+                await conn.send(payload)
         await conn.flush()
 
 
@@ -68,7 +76,9 @@ def _reap(process: subprocess.Popen[bytes]) -> float:
     return float(output.split()[0])
 
 
-async def trioudp_round(size: int, count: int, *, reliable: bool) -> tuple[float, int]:
+async def trioudp_round(
+    size: int, count: int, *, reliable: bool, batch: int = 0
+) -> tuple[float, int]:
     """Seconds from the first send to the last message received, and how many came."""
     received = 0
     last = 0.0
@@ -82,17 +92,17 @@ async def trioudp_round(size: int, count: int, *, reliable: bool) -> tuple[float
         total_buffer_bytes=2**31,
         peer_buffer_bytes=2**30,
     ) as server:
-        sender = _spawn("trioudp", server.local_address[1], size, count, int(reliable))
+        sender = _spawn(server.local_address[1], size, count, int(reliable), batch)
         try:
             with trio.move_on_after(ROUND_LIMIT):
                 while received < count:
-                    batch: list[trioudp.Message] = []
+                    messages: list[trioudp.Message] = []
                     with trio.move_on_after(QUIET if received else ROUND_LIMIT):
-                        batch = await server.receive_batch()
-                    if not batch:
+                        messages = await server.receive_batch()
+                    if not messages:
                         break
                     last = time.perf_counter()
-                    received += len(batch)
+                    received += len(messages)
         finally:
             start = await trio.to_thread.run_sync(partial(_reap, sender))
     return last - start, received
@@ -157,7 +167,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the table here too")
     args = parser.parse_args()
     rows: list[dict[str, object]] = []
-    print(f"{'size':>8} {'system':>20} {'delivered':>13} {'msg/s':>10} {'MB/s':>8} {'ratio':>6}")
+    print(f"{'size':>8} {'system':>29} {'delivered':>13} {'msg/s':>10} {'MB/s':>8} {'ratio':>6}")
     for size in SIZES:
         count = args.count if size <= 1024 else max(args.count * 64 // size, 200)
         reference = 0.0
@@ -165,10 +175,11 @@ def main() -> None:
         if size <= MAX_DATAGRAM:
             runs.append(("raw pair", partial(raw_round, size, count)))
         for reliable in (False, True):
-            name = "trioudp " + ("reliable" if reliable else "unreliable")
-            runs.append(
-                (name, partial(trio.run, partial(trioudp_round, size, count, reliable=reliable)))
-            )
+            for batch in (0, BATCH) if size <= 1024 else (0,):
+                name = "trioudp " + ("reliable" if reliable else "unreliable")
+                name += f" batch {batch}" if batch else ""
+                round_ = partial(trioudp_round, size, count, reliable=reliable, batch=batch)
+                runs.append((name, partial(trio.run, round_)))
         for name, run in runs:
             rate, delivered = best(run, args.rounds)
             if name == "raw pair":
@@ -176,7 +187,7 @@ def main() -> None:
             ratio = rate / reference if reference else None
             shown = f"{ratio:>6.2f}" if ratio is not None else f"{'-':>6}"
             print(
-                f"{size:>8} {name:>20} {delivered:>6}/{count:<6} {rate:>10,.0f} "
+                f"{size:>8} {name:>29} {delivered:>6}/{count:<6} {rate:>10,.0f} "
                 f"{rate * size / 1e6:>8.1f} {shown}",
                 flush=True,
             )
@@ -198,7 +209,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--sender"]:
-        _kind, port, size, count, reliable = sys.argv[2:]
-        trio.run(_send, int(port), int(size), int(count), bool(int(reliable)))
+        port, size, count, reliable, batch = map(int, sys.argv[2:])
+        trio.run(_send, port, size, count, bool(reliable), batch)
     else:
         main()

@@ -500,3 +500,48 @@ async def test_unreachable_error_keeps_its_place_among_messages() -> None:
             await conn.receive()
         with pytest.raises(trio.WouldBlock):
             conn.receive_nowait()
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+async def test_send_batch_sends_many_small_messages_in_few_datagrams(reliable: bool) -> None:
+    payloads = [b"reading %d" % i for i in range(500)] + [b"z" * 3000, b"last"]
+    async with (
+        trioudp.open_udp_server(LOCAL, 0, reliable=reliable) as server,
+        trioudp.open_udp_connection(*server.local_address[:2], reliable=reliable) as conn,
+    ):
+        await conn.send_batch(payloads)
+        await conn.send_batch(iter([b"from an iterator"]))
+        with trio.fail_after(10):
+            got = [(await server.receive()).payload for _ in range(len(payloads) + 1)]
+        assert got == [*payloads, b"from an iterator"]
+        stats = conn.statistics()
+        assert stats.messages_sent == len(payloads) + 1
+        assert stats.datagrams_sent < 60
+
+
+async def test_send_batch_in_raw_mode_sends_one_datagram_per_payload() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0, framing=False) as server:
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            await plain.bind((LOCAL, 0))
+            payloads = [b"%04d" % i for i in range(100)] + [b"short"]
+            await server.send_batch_to(plain.getsockname(), payloads)
+            with trio.fail_after(5):
+                got = [await plain.recv(100) for _ in payloads]
+            assert got == payloads
+
+
+async def test_send_batch_rejects_bad_input_before_sending_anything() -> None:
+    async with (
+        trioudp.open_udp_server(LOCAL, 0, max_message_size=100) as server,
+        trioudp.open_udp_connection(*server.local_address[:2], max_message_size=100) as conn,
+    ):
+        with pytest.raises(TypeError, match="iterable of payloads"):
+            await conn.send_batch(b"one payload")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="at least one payload"):
+            await conn.send_batch([])
+        with pytest.raises(ValueError, match="larger than max_message_size"):
+            await conn.send_batch([b"fine", b"x" * 101])
+        with pytest.raises(TypeError, match="bytes-like"):
+            await server.send_batch_to(conn.local_address, [b"fine", "text"])  # type: ignore[list-item]
+        assert conn.statistics().messages_sent == 0
+        assert server.statistics().messages_sent == 0

@@ -546,3 +546,65 @@ def test_topic_checks() -> None:
         raw.subscribe(frozenset({"a"}))
     with pytest.raises(ValueError, match="raw mode"):
         raw.encode(raw.peer_for(A, 0.0), b"x", 0.0, topic="a")
+
+
+def batch_datagrams(*batches: list[bytes], size: int = 200, topic: str = "") -> list[list[bytes]]:
+    """What one sender's encode_batch makes of each batch, one after the other."""
+    sender = engine(max_datagram_size=size)
+    peer = sender.destination(A, 0.0)
+    return [sender.encode_batch(peer, batch, 0.0, topic=topic) for batch in batches]
+
+
+def test_a_batch_shares_datagrams_and_arrives_as_single_messages() -> None:
+    payloads = [b"m%d" % i for i in range(40)] + [b"L" * 500] + [b"", b"end"]
+    (datagrams,) = batch_datagrams(payloads)
+    assert all(len(datagram) <= 200 for datagram in datagrams)
+    assert len(datagrams) < len(payloads) // 2
+    e = engine()
+    delivered = feed(e, datagrams)
+    assert [m.payload for m in delivered] == payloads
+    assert [m.sequence for m in delivered] == list(range(len(payloads)))
+    stats = e.statistics()
+    # Each bundled message counts as a datagram in the outcome accounting.
+    assert stats.messages_delivered == stats.datagrams_received - 3 + 1  # 500 B: 3 fragments
+    assert_accounted(stats)
+
+
+def test_bundles_reorder_dedupe_and_filter_like_single_messages() -> None:
+    first, second, third = batch_datagrams(
+        *([b"%d" % i for i in range(n, n + 5)] for n in (0, 5, 10)), topic="t"
+    )
+    assert len(first) == len(second) == len(third) == 1
+    e = engine(reorder_timeout=1.0)
+    assert [m.payload for m in feed(e, first)] == [b"%d" % i for i in range(5)]
+    assert feed(e, third) == []  # waits for 5-9
+    delivered = feed(e, second + second + first)
+    assert [m.payload for m in delivered] == [b"%d" % i for i in range(5, 15)]
+    assert {m.topic for m in delivered} == {"t"}
+    stats = e.statistics()
+    assert stats.datagrams_duplicate == 10
+    assert_accounted(stats)
+    filtered = engine()
+    filtered.subscribe(frozenset({"other"}))
+    assert feed(filtered, first + second) == []
+    assert filtered.statistics().datagrams_filtered == 10
+    assert_accounted(filtered.statistics())
+
+
+def test_bundled_messages_over_the_receivers_limit_are_dropped_one_by_one() -> None:
+    (datagrams,) = batch_datagrams([b"small", b"x" * 50, b"tiny"])
+    e = engine(max_message_size=10)
+    assert [m.payload for m in feed(e, datagrams)] == [b"small", b"tiny"]
+    assert e.statistics().datagrams_over_limit == 1
+    assert_accounted(e.statistics())
+
+
+def test_encode_batch_checks_every_payload_first() -> None:
+    e = engine(max_message_size=100)
+    peer = e.destination(A, 0.0)
+    with pytest.raises(ValueError, match="larger than max_message_size"):
+        e.encode_batch(peer, [b"ok", b"x" * 101], 0.0)
+    with pytest.raises(TypeError, match="bytes-like"):
+        e.encode_batch(peer, [b"ok", "text"], 0.0)  # type: ignore[list-item]
+    assert peer.send_sequence == 0
+    assert e.statistics().messages_sent == 0

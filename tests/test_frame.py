@@ -12,6 +12,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from trioudp._frame import (
+    FLAG_BUNDLE,
     FLAG_CONTROL,
     FLAG_FRAGMENT,
     FLAG_GROUP,
@@ -22,6 +23,7 @@ from trioudp._frame import (
     OVERHEAD,
     BadFrame,
     decode_frame_untrusted,
+    encode_bundle,
     encode_message,
     sequence_difference,
 )
@@ -107,9 +109,27 @@ def test_sealed_garbage_raises_only_bad_frame(body: bytes, flags: int, session: 
         crc_error = exc.crc
     else:
         assert frame.fragment_index < frame.fragment_count <= max(frame.message_length, 1)
-        assert len(frame.payload) <= frame.message_length
+        if frame.parts:
+            # A bundle's messages tile its payload exactly, each after its length.
+            assert sum(len(part) + 2 for part in frame.parts) == len(frame.payload)
+        else:
+            assert len(frame.payload) <= frame.message_length
         frame.topic.decode()
     assert not crc_error
+
+
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=20),
+    st.integers(0, 2**32 - 1),
+    st.text(max_size=10),
+    st.booleans(),
+)
+def test_bundles_round_trip(payloads: list[bytes], sequence: int, topic: str, group: bool) -> None:
+    datagram = encode_bundle(7, sequence, payloads, topic=topic.encode(), group=group)
+    frame = decode_frame_untrusted(datagram)
+    assert [bytes(part) for part in frame.parts] == payloads
+    assert (frame.sequence, frame.topic, frame.group) == (sequence, topic.encode(), group)
+    assert frame.fragment_count == 1
 
 
 def test_every_single_bit_flip_is_caught() -> None:
@@ -151,7 +171,11 @@ def fragment(length: int, index: int, count: int, payload: bytes) -> bytes:
     [
         (seal(header(version=2) + b"x"), "version"),
         (seal(header(version=0) + b"x"), "version"),
-        (seal(header(flags=0x40) + b"x"), "flag"),
+        (seal(header(flags=FLAG_BUNDLE) + b"x"), "last message length is cut off"),
+        (seal(header(flags=FLAG_BUNDLE) + b"\x00\x05abc"), "runs past the frame's end"),
+        (seal(header(flags=FLAG_BUNDLE) + b"\x00\x01a\x00"), "last message length is cut off"),
+        (seal(header(flags=FLAG_BUNDLE)), "without messages"),
+        (seal(header(flags=FLAG_BUNDLE | FLAG_FRAGMENT) + bytes(8) + b"\x00\x00"), "bundle"),
         (seal(header(flags=FLAG_RELIABLE) + b"1234567"), "too short for a reliable"),
         (seal(header(flags=FLAG_RELIABLE | FLAG_GROUP) + bytes(9)), "group frame cannot"),
         (seal(header(flags=FLAG_CONTROL)), "without a known kind"),

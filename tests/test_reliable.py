@@ -58,9 +58,10 @@ def payloads(count: int, seed: int) -> list[bytes]:
 
 
 async def transfer(
-    network: FakeNetwork, sent: list[bytes], **options: Any
+    network: FakeNetwork, sent: list[bytes], *, batches: int = 0, **options: Any
 ) -> tuple[list[bytes], trioudp.PeerStatistics, trioudp.EndpointStatistics]:
-    """A client sends every payload (await send() each, then flush()) while the
+    """A client sends every payload (await send() each, or with ``batches``
+    send_batch() of 1 to ``batches`` at a time; then flush()) while the
     server's application receives; returns what it received and both sides'
     statistics."""
     received: list[bytes] = []
@@ -78,8 +79,16 @@ async def transfer(
                 async with trioudp.open_udp_connection(
                     SERVER[0], SERVER[1], **OPTIONS, **options
                 ) as conn:
-                    for payload in sent:
-                        await conn.send(payload)
+                    if batches:
+                        rng = random.Random(len(sent))
+                        start = 0
+                        while start < len(sent):
+                            stop = start + rng.randint(1, batches)
+                            await conn.send_batch(sent[start:stop])
+                            start = stop
+                    else:
+                        for payload in sent:
+                            await conn.send(payload)
                     await conn.flush()
                     client = conn.statistics()
             server_stats = server.statistics()
@@ -91,9 +100,21 @@ async def transfer(
 async def test_every_message_arrives_once_in_order(
     autojump_clock: trio.testing.MockClock, profile: str, seed: int
 ) -> None:
+    await check_transfer(profile, seed)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+@pytest.mark.parametrize("profile", list(PROFILES))
+async def test_batches_arrive_once_in_order(
+    autojump_clock: trio.testing.MockClock, profile: str, seed: int
+) -> None:
+    await check_transfer(profile, seed, batches=64)
+
+
+async def check_transfer(profile: str, seed: int, *, batches: int = 0) -> None:
     network = FakeNetwork(seed=seed, faults=PROFILES[profile])
     sent = payloads(COUNT, seed)
-    received, client, server = await transfer(network, sent)
+    received, client, server = await transfer(network, sent, batches=batches)
     assert len(received) == len(sent)
     assert [hashlib.sha256(p).digest() for p in received] == [
         hashlib.sha256(p).digest() for p in sent

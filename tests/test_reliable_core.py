@@ -43,6 +43,12 @@ def packets(out: list[tuple[bytes, int | None]]) -> list[int]:
     return [decode_frame_untrusted(datagram).packet for datagram, _ in out]
 
 
+def carried(out: list[tuple[bytes, int | None]]) -> list[list[int]]:
+    """The message numbers each datagram carries (several when bundled)."""
+    frames = [decode_frame_untrusted(datagram) for datagram, _ in out]
+    return [[frame.sequence + index for index in range(len(frame.parts) or 1)] for frame in frames]
+
+
 @pytest.mark.parametrize(
     ("truncated", "largest", "expected"),
     [(0, -1, 0), (5, 3, 5), (0, 2**32 - 1, 2**32), (2**32 - 1, 2**32 + 3, 2**32 - 1)],
@@ -102,8 +108,8 @@ def test_window_limits_new_messages_and_pings_probe_a_closed_window() -> None:
         s.queue(b"m%d" % index, b"", None)
     out: list[tuple[bytes, int | None]] = []
     s.transmit(0.0, out)
-    assert [decode_frame_untrusted(d).sequence for d, _ in out] == [0, 1]
-    s.on_ack(Ack(0.0, 1, 2, [(1, 0)]), 1, 0.01)  # both delivered, the window ends at 1
+    assert carried(out) == [[0, 1]]  # two small messages share a datagram
+    s.on_ack(Ack(0.0, 1, 2, [(0, 0)]), 1, 0.01)  # both delivered, the window ends at 1
     out.clear()
     s.transmit(0.01, out)
     assert out == []
@@ -116,7 +122,7 @@ def test_window_limits_new_messages_and_pings_probe_a_closed_window() -> None:
     s.on_ack(Ack(0.0, 1, 2, []), 3, now + 0.01)  # the window opened
     out.clear()
     s.transmit(now + 0.01, out)
-    assert [decode_frame_untrusted(d).sequence for d, _ in out] == [2, 3]
+    assert carried(out) == [[2, 3]]
 
 
 def test_congestion_window_starts_at_ten_datagrams() -> None:
@@ -211,7 +217,7 @@ def test_a_restarted_receiver_gets_again_what_it_had_not_delivered() -> None:
     confirmed delivered goes again, in order."""
     s, counters = sender()
     for index in range(3):
-        s.queue(b"m%d" % index, b"", None)
+        s.queue(bytes([index]) * 700, b"", None)  # too large to share a datagram
     out: list[tuple[bytes, int | None]] = []
     s.transmit(0.0, out)
     s.on_ack(Ack(0.0, 1, 0, [(2, 1)]), 255, 0.01)  # 1 and 2 held, 0 missing
@@ -226,3 +232,53 @@ def test_a_restarted_receiver_gets_again_what_it_had_not_delivered() -> None:
     s.on_ack(Ack(0.0, 2, 3, [(5, 3)]), 255, 0.03)
     assert s.unacknowledged == 0
     assert counters.messages_acked == 3
+
+
+def test_small_messages_that_queue_up_share_datagrams_within_the_size_limit() -> None:
+    s, counters = sender()
+    payloads = [bytes([index % 256]) * (index % 200) for index in range(300)]
+    for payload in payloads:
+        s.queue(payload, b"", None)
+    out: list[tuple[bytes, int | None]] = []
+    s.transmit(0.0, out)
+    assert all(len(datagram) <= 1200 for datagram, _ in out)
+    # The congestion window (ten datagrams' bytes) was open before the last one.
+    sizes = [len(datagram) for datagram, _ in out]
+    assert sum(sizes[:-1]) < INITIAL_WINDOW * 1200 <= sum(sizes)
+    numbers = [n for group in carried(out) for n in group]
+    assert numbers == list(range(len(numbers)))
+    assert len(numbers) > 5 * INITIAL_WINDOW
+    got = [
+        bytes(part)
+        for datagram, _ in out
+        for part in decode_frame_untrusted(datagram).parts
+        or [decode_frame_untrusted(datagram).payload]
+    ]
+    assert got == payloads[: len(numbers)]
+    # One acknowledgement of the datagrams retires every message in them.
+    s.on_ack(Ack(0.0, 1, len(numbers), [(len(out) - 1, 0)]), 255, 0.05)
+    assert counters.messages_acked == len(numbers)
+    assert s.bytes_in_flight == 0
+
+
+def test_a_lost_bundle_goes_again_and_never_mixes_topics_or_priorities() -> None:
+    s, counters = sender()
+    s.queue(b"a0", b"", None)
+    s.queue(b"a1", b"", None)
+    s.queue(b"b2", b"news", None)  # another topic: a datagram of its own
+    s.queue(b"c3", b"news", 46)  # another priority: likewise
+    out: list[tuple[bytes, int | None]] = []
+    s.transmit(0.0, out)
+    assert carried(out) == [[0, 1], [2], [3]]
+    assert [priority for _, priority in out] == [None, None, 46]
+    # Packets 1 and 2 acknowledged, and a time threshold later packet 0 is lost.
+    s.on_ack(Ack(0.0, 1, 0, [(2, 1)]), 255, 0.01)
+    s.on_timer(s.deadline())
+    again: list[tuple[bytes, int | None]] = []
+    s.transmit(s.deadline() if s.deadline() != float("inf") else 1.0, again)
+    assert carried(again) == [[0, 1]]
+    assert counters.datagrams_retransmitted == 1
+    s.on_ack(Ack(0.0, 1, 4, [(3, 3)]), 255, 1.0)
+    assert counters.messages_acked == 4
+    assert s.unacknowledged == 0
+    assert s.bytes_in_flight == 0

@@ -676,26 +676,29 @@ class _Endpoint(_Receiving):
     async def _send_to(
         self,
         peer: Peer,
-        payload: Buffer,
+        payloads: Sequence[Buffer],
         *,
         topic: str = "",
         priority: int | None = None,
         group: bool = False,
     ) -> None:
+        """Send one message (``payloads`` of one) or a batch."""
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
         if peer.failure is not None:
             raise self._lost(peer)
         if self._config.reliable and not group:
-            await self._send_reliable(peer, payload, topic, priority)
+            await self._send_reliable(peer, payloads, topic, priority)
             return
         marking: list[tuple[int, int, bytes]] = []
         if priority is not None and check_priority(priority) != self._config.priority:
             marking.append(priority_cmsg(self._sock.family, priority))
         await trio.lowlevel.checkpoint_if_cancelled()
-        datagrams = self._engine.encode(
-            peer, payload, trio.current_time(), topic=topic, group=group
-        )
+        now = trio.current_time()
+        if len(payloads) == 1:
+            datagrams = self._engine.encode(peer, payloads[0], now, topic=topic, group=group)
+        else:
+            datagrams = self._engine.encode_batch(peer, payloads, now, topic=topic, group=group)
         for start, stop in self._runs(list(map(len, datagrams))):
             await self._send_run(peer, datagrams[start:stop], marking)
             await self._yield_sometimes()
@@ -792,15 +795,24 @@ class _Endpoint(_Receiving):
             await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _send_reliable(
-        self, peer: Peer, payload: Buffer, topic: str, priority: int | None
+        self, peer: Peer, payloads: Sequence[Buffer], topic: str, priority: int | None
     ) -> None:
+        """Queue messages, waiting for room in the peer's window as needed; the
+        engine sends them (small ones several to a datagram when they queue up)."""
         engine = self._engine
         if priority is not None:
             check_priority(priority)
-        while not engine.has_room(peer):
-            await self._wait_for(peer)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        engine.queue(peer, payload, trio.current_time(), topic=topic, priority=priority)
+        engine.check_payloads(payloads)
+        waited = False
+        for payload in payloads:
+            while not engine.has_room(peer):
+                self._after_engine()
+                await self._wait_for(peer)
+                waited = True
+            if not waited:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                waited = True
+            engine.queue(peer, payload, trio.current_time(), topic=topic, priority=priority)
         self._after_engine()
         await self._yield_sometimes()
 
@@ -896,7 +908,21 @@ class _Serving(_Endpoint):
         only while the kernel's buffer is full."""
         peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
         self._after_engine()
-        await self._send_to(peer, payload, topic=topic, priority=priority)
+        await self._send_to(peer, [payload], topic=topic, priority=priority)
+
+    async def send_batch_to(
+        self,
+        address: Any,
+        payloads: Iterable[Buffer],
+        *,
+        topic: str = "",
+        priority: int | None = None,
+    ) -> None:
+        """Send several messages to ``address``, in order, as ``send_to`` does
+        each (see :meth:`Connection.send_batch`)."""
+        peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
+        self._after_engine()
+        await self._send_to(peer, _batch(payloads), topic=topic, priority=priority)
 
     async def serve(
         self,
@@ -1029,7 +1055,25 @@ class Connection(_Receiving):
             # peer state the address has now, so one sequence space is used.
             peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
             self._endpoint._after_engine()
-        await self._endpoint._send_to(peer, payload, topic=topic, priority=priority)
+        await self._endpoint._send_to(peer, [payload], topic=topic, priority=priority)
+
+    async def send_batch(
+        self, payloads: Iterable[Buffer], *, topic: str = "", priority: int | None = None
+    ) -> None:
+        """Send several messages to the peer, in order, each as ``send()`` would,
+        with fewer system calls and less work per message: small ones share a
+        datagram (up to ``max_datagram_size``, one header and one checksum;
+        the receiver gets them one by one as usual), and datagrams of equal size
+        go to the kernel together where it can segment them (``offload``).
+
+        Every payload is checked before any is sent. In reliable mode it waits
+        for room in the peer's window as often as needed; a cancellation while
+        it waits leaves the messages before that point sent."""
+        peer = self._peer
+        if peer.closed:
+            peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
+            self._endpoint._after_engine()
+        await self._endpoint._send_to(peer, _batch(payloads), topic=topic, priority=priority)
 
     def _inbox(self) -> _Inbox:
         return self._claim()
@@ -1058,6 +1102,18 @@ class Connection(_Receiving):
         self._waiters.unpark_all()
         if self._own is not None:
             self._own.close()
+
+
+def _batch(payloads: Iterable[Buffer]) -> list[Buffer]:
+    if isinstance(payloads, (bytes, bytearray, memoryview, str)):
+        raise TypeError(
+            "send_batch() takes an iterable of payloads, e.g. [b'one', b'two'], not one "
+            "payload; use send() for a single message"
+        )
+    batch = list(payloads)
+    if not batch:
+        raise ValueError("send_batch() needs at least one payload")
+    return batch
 
 
 def check_key(key: Buffer | None) -> bytes | None:

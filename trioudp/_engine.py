@@ -64,6 +64,7 @@ from ._frame import (
     KIND_PING,
     KIND_REJECT,
     MAX_TOPIC,
+    PART_OVERHEAD,
     REJECT_NOT_RELIABLE,
     REJECT_RELIABLE_ONLY,
     Ack,
@@ -72,8 +73,10 @@ from ._frame import (
     decode_ack_untrusted,
     decode_frame_untrusted,
     encode_ack_body,
+    encode_bundle,
     encode_control,
     encode_message,
+    frame_overhead,
     sealer,
     sequence_difference,
 )
@@ -91,7 +94,7 @@ from ._statistics import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from typing_extensions import Buffer
 
@@ -406,7 +409,7 @@ class Engine:
             return
         # One unpacking rather than an attribute lookup at each use: this runs
         # for every datagram.
-        (session, sequence, payload, length, _, count, topic, group, packet, _, kind) = frame
+        (session, sequence, payload, length, _, count, topic, group, packet, _, kind, parts) = frame
         if kind:
             self._control(peer, frame, address, size, now)
             return
@@ -438,7 +441,8 @@ class Engine:
                 peer.retired = retired
                 peer.counters.session_changes += 1
         counters = peer.counters
-        counters.datagrams_received += 1
+        # Each message of a bundle counts as a datagram in the outcomes.
+        counters.datagrams_received += len(parts) or 1
         counters.bytes_received += size
         peer.last_activity = peer.heard = now
         if peer.state is not ConnectionState.ESTABLISHED:
@@ -461,19 +465,56 @@ class Engine:
                 and not ordered.pending
                 and length <= self.config.max_message_size
             ):
-                stream.last_activity = now
-                text = topic.decode() if topic else ""
-                self._events.append(Message(bytes(payload), address, sequence, text, peer, 1))
-                ordered.step()
-                return
+                if not parts:
+                    stream.last_activity = now
+                    text = topic.decode() if topic else ""
+                    self._events.append(Message(bytes(payload), address, sequence, text, peer, 1))
+                    ordered.step()
+                    return
+                if max(map(len, parts)) <= self.config.max_message_size:
+                    stream.last_activity = now
+                    text = topic.decode() if topic else ""
+                    self._events.extend(
+                        [
+                            Message(
+                                bytes(part), address, (sequence + i) & 0xFFFFFFFF, text, peer, 1
+                            )
+                            for i, part in enumerate(parts)
+                        ]
+                    )
+                    ordered.step(len(parts))
+                    return
         first = frame.oldest if self.reliable else sequence
         stream = self._stream(peer, group, session, first, now)
         if stream is None:
+            if parts:
+                counters.datagrams_stale_session += len(parts) - 1
             return
         if stream.acks is not None:
             self._reliable_data(peer, stream, frame, now)
             return
         stream.last_activity = now
+        if not parts:
+            self._message(peer, stream, sequence, payload, length, topic, frame, now)
+            return
+        for part in parts:
+            self._message(peer, stream, sequence, part, len(part), topic, None, now)
+            sequence = (sequence + 1) & 0xFFFFFFFF
+
+    def _message(
+        self,
+        peer: Peer,
+        stream: _Stream,
+        sequence: int,
+        payload: memoryview,
+        length: int,
+        topic: bytes,
+        frame: Frame | None,
+        now: float,
+    ) -> None:
+        """One message of an unreliable stream, or with a ``frame`` whose
+        fragment_count is above 1, one fragment of it."""
+        counters = peer.counters
         window = stream.window
         verdict = window.classify(sequence)
         topics = self.topics
@@ -488,12 +529,16 @@ class Engine:
             else:
                 counters.datagrams_late += 1
             return
+        whole = frame is None or frame.fragment_count == 1
         if length > self.config.max_message_size:
             counters.datagrams_over_limit += 1
+            if whole:
+                # Known to be dropped: the messages after it need not wait for it.
+                self._accept(peer, stream, sequence, None, now)
             return
-        if count == 1:
+        if frame is None or whole:
             text = topic.decode() if topic else ""
-            message = Message(bytes(payload), address, sequence, text, peer, 1)
+            message = Message(bytes(payload), peer.address, sequence, text, peer, 1)
         else:
             assembled = self._add_fragment(peer, stream, frame, now)
             if not assembled:
@@ -503,53 +548,80 @@ class Engine:
 
     def _reliable_data(self, peer: Peer, stream: _Stream, frame: Frame, now: float) -> None:
         """A RELIABLE data frame: stored or delivered and acknowledged, or refused
-        (counted, not acknowledged: the sender sends it again)."""
-        counters = peer.counters
+        (counted, not acknowledged: the sender sends it again). A bundle is
+        acknowledged only if each of its messages was taken."""
         window = cast("OrderedWindow", stream.window)
         acks = cast("Acknowledger", stream.acks)
-        sequence = frame.sequence
         if sequence_difference(frame.oldest, window.base) > 0:
             self._catch_up(peer, stream, frame.oldest)
-        verdict = window.classify(sequence)
-        if verdict != NEW:
+        topic = frame.topic
+        if frame.parts:
+            taken = True
+            sequence = frame.sequence
+            for part in frame.parts:
+                taken = (
+                    self._reliable_message(peer, stream, sequence, part, topic, None, now) and taken
+                )
+                sequence = (sequence + 1) & 0xFFFFFFFF
+        else:
+            fragment = frame if frame.fragment_count > 1 else None
+            taken = self._reliable_message(
+                peer, stream, frame.sequence, frame.payload, topic, fragment, now
+            )
+        if taken:
+            self._acknowledge(peer, acks, frame.packet, now)
+        else:
+            self._refused(peer, acks, now)
+
+    def _reliable_message(
+        self,
+        peer: Peer,
+        stream: _Stream,
+        sequence: int,
+        payload: memoryview,
+        topic: bytes,
+        fragment: Frame | None,
+        now: float,
+    ) -> bool:
+        """One message (or with ``fragment``, one fragment) of a reliable stream:
+        True if it was taken (delivered, stored, or a copy of one delivered
+        before), False if refused for want of room (counted)."""
+        counters = peer.counters
+        window = cast("OrderedWindow", stream.window)
+        if window.classify(sequence) != NEW:
             # Nothing before the window's base is ever given up in reliable mode,
             # so a message behind it was delivered: acknowledge the copy again.
             counters.datagrams_duplicate += 1
-            self._acknowledge(peer, acks, frame.packet, now)
-            return
+            return True
         config = self.config
+        length = len(payload) if fragment is None else fragment.message_length
         if (
             sequence_difference(sequence, window.base) >= config.reorder_window - peer.unconsumed
-            or frame.message_length > config.max_message_size
+            or length > config.max_message_size
         ):
             counters.datagrams_over_limit += 1
-            self._refused(peer, acks, now)
-            return
+            return False
         topics = self.topics
         message: Message | None = None
-        if topics is not None and frame.topic not in topics:
+        if topics is not None and topic not in topics:
             counters.datagrams_filtered += 1
-        elif frame.fragment_count == 1:
-            size = len(frame.payload)
-            if sequence != window.base and not self._within_budget(peer, size):
+        elif fragment is None:
+            if sequence != window.base and not self._within_budget(peer, length):
                 counters.datagrams_over_limit += 1
-                self._refused(peer, acks, now)
-                return
-            topic = frame.topic.decode() if frame.topic else ""
-            message = Message(bytes(frame.payload), peer.address, sequence, topic, peer, 1)
+                return False
+            text = topic.decode() if topic else ""
+            message = Message(bytes(payload), peer.address, sequence, text, peer, 1)
         else:
-            assembled = self._add_fragment(peer, stream, frame, now)
+            assembled = self._add_fragment(peer, stream, fragment, now)
             if assembled is False:
-                self._refused(peer, acks, now)
-                return
+                return False
             if assembled is None:
-                self._acknowledge(peer, acks, frame.packet, now)
-                return
+                return True
             message = assembled
         before = len(self._events)
         self._accept(peer, stream, sequence, message, now)
         self._count_unconsumed(peer, before)
-        self._acknowledge(peer, acks, frame.packet, now)
+        return True
 
     def _count_unconsumed(self, peer: Peer, before: int) -> None:
         """The messages a reliable stream delivered since ``len(events)`` was
@@ -1029,12 +1101,94 @@ class Engine:
                     f"max_datagram_size (up to 65507) or send less"
                 )
             datagrams = [bytes(payload)]
+        self._count_sent(peer, 1, datagrams, now)
+        return datagrams
+
+    def encode_batch(
+        self,
+        peer: Peer,
+        payloads: Sequence[Buffer],
+        now: float,
+        *,
+        topic: str = "",
+        group: bool = False,
+    ) -> list[bytes]:
+        """The datagrams that carry ``payloads`` to ``peer``, in order: small
+        messages share BUNDLE frames up to ``max_datagram_size`` (one header and
+        one checksum), larger ones go as ``encode`` sends them. Every payload is
+        checked before anything is encoded."""
+        self.check_payloads(payloads)
+        if not self.framing or len(payloads) == 1:
+            datagrams: list[bytes] = []
+            for payload in payloads:
+                datagrams.extend(self.encode(peer, payload, now, topic=topic, group=group))
+            return datagrams
+        config = self.config
+        topic_bytes = encode_topic(topic)
+        room = config.max_datagram_size - frame_overhead(
+            topic=topic_bytes, key=self.key, reliable=False
+        )
+        datagrams = []
+        bundle: list[Buffer] = []
+        used = 0
+        sequence = peer.send_sequence
+
+        def close_bundle() -> None:
+            nonlocal sequence, used
+            if len(bundle) == 1:
+                one = encode_message(
+                    peer.send_session,
+                    sequence,
+                    bundle[0],
+                    config.max_datagram_size,
+                    topic=topic_bytes,
+                    group=group,
+                    key=self.key,
+                )
+                datagrams.extend(one)
+            elif bundle:
+                datagrams.append(
+                    encode_bundle(
+                        peer.send_session,
+                        sequence,
+                        bundle,
+                        topic=topic_bytes,
+                        group=group,
+                        key=self.key,
+                    )
+                )
+            sequence = (sequence + len(bundle)) & 0xFFFFFFFF
+            bundle.clear()
+            used = 0
+
+        for payload in payloads:
+            size = memoryview(payload).nbytes + PART_OVERHEAD
+            if used + size > room:
+                close_bundle()
+            if size > room:
+                bundle.append(payload)
+                close_bundle()
+            else:
+                bundle.append(payload)
+                used += size
+        close_bundle()
+        peer.send_sequence = sequence
+        if group:
+            self._own_sessions.add(peer.send_session)
+        self._count_sent(peer, len(payloads), datagrams, now)
+        return datagrams
+
+    def _count_sent(self, peer: Peer, messages: int, datagrams: list[bytes], now: float) -> None:
         counters = peer.counters
-        counters.messages_sent += 1
+        counters.messages_sent += messages
         counters.datagrams_sent += len(datagrams)
         counters.bytes_sent += sum(map(len, datagrams))
         peer.last_activity = peer.last_sent = now
-        return datagrams
+
+    def check_payloads(self, payloads: Sequence[Buffer]) -> None:
+        """Raise as ``encode`` would if any of ``payloads`` cannot be sent."""
+        for payload in payloads:
+            self._checked_size(payload)
 
     def _checked_size(self, payload: Buffer) -> int:
         try:

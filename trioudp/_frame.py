@@ -6,7 +6,7 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     0       2     magic, the bytes "tU" (0x74 0x55)
     2       1     version, 1
     3       1     flags: 0x01 FRAGMENT, 0x02 TOPIC, 0x04 GROUP, 0x08 AUTH,
-                  0x10 RELIABLE, 0x20 CONTROL; the rest 0
+                  0x10 RELIABLE, 0x20 CONTROL, 0x40 BUNDLE; the rest 0
     4       8     session id, random per sender and destination
     12      4     sequence number of the message, wraps at 2**32
     -- only when RELIABLE is set:
@@ -20,11 +20,14 @@ A frame is one UDP datagram (docs/protocol.md is the full specification)::
     +0      1     topic length, 1 to 255
     +1      n     topic, UTF-8
     -- then:
-    ...     n     payload (the message, or this fragment of it)
+    ...     n     payload (the message, or this fragment of it), or with BUNDLE:
+                  several whole messages, each a 2-byte length and its bytes,
+                  numbered from the sequence number on
     end-4   4     CRC32C (Castagnoli) of every byte before it, or with AUTH:
     end-16  16    BLAKE2b-128 keyed with the shared key, of every byte before it
 
-GROUP marks a frame sent to a multicast or broadcast address. A CONTROL frame
+GROUP marks a frame sent to a multicast or broadcast address. BUNDLE (never
+with FRAGMENT) carries small messages sent together, under one checksum. A CONTROL frame
 carries no message: its sequence field is a value and its payload starts with a
 kind byte (ACK, PING, REJECT; see docs/protocol.md and _reliable.py), and it may
 have no flag but AUTH. All integers are
@@ -43,7 +46,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from crc32c import crc32c
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from typing_extensions import Buffer
 
@@ -55,7 +58,10 @@ FLAG_GROUP = 0x04
 FLAG_AUTH = 0x08
 FLAG_RELIABLE = 0x10
 FLAG_CONTROL = 0x20
-KNOWN_FLAGS = FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP | FLAG_AUTH | FLAG_RELIABLE | FLAG_CONTROL
+FLAG_BUNDLE = 0x40
+KNOWN_FLAGS = (
+    FLAG_FRAGMENT | FLAG_TOPIC | FLAG_GROUP | FLAG_AUTH | FLAG_RELIABLE | FLAG_CONTROL | FLAG_BUNDLE
+)
 #: Control frame kinds (the first payload byte of a CONTROL frame).
 KIND_DATA = 0
 KIND_ACK = 1
@@ -77,6 +83,7 @@ _FRAGMENT_HEADER = struct.Struct("!IHH")
 _CRC = struct.Struct("!I")
 _RELIABLE_HEADER = struct.Struct("!II")
 _ACK_RANGE = struct.Struct("!II")
+_PART_LENGTH = struct.Struct("!H")
 
 HEADER_SIZE = _HEADER.size  # 16
 FRAGMENT_HEADER_SIZE = HEADER_SIZE + _FRAGMENT_HEADER.size  # 24
@@ -87,6 +94,10 @@ OVERHEAD = HEADER_SIZE + CRC_SIZE
 FRAGMENT_OVERHEAD = FRAGMENT_HEADER_SIZE + CRC_SIZE
 #: Bytes the RELIABLE flag adds to a frame (packet number, oldest unacknowledged).
 RELIABLE_SIZE = _RELIABLE_HEADER.size
+#: Bytes each message in a BUNDLE frame adds to its payload (its length).
+PART_OVERHEAD = _PART_LENGTH.size
+#: The largest message a BUNDLE frame carries.
+MAX_PART = 0xFFFF
 MAX_FRAGMENTS = 0xFFFF
 SEQUENCE_MODULUS = 2**32
 
@@ -122,6 +133,9 @@ class Frame(NamedTuple):
     #: KIND_DATA for a message frame, else the kind of a CONTROL frame (whose
     #: ``sequence`` is then its value and ``payload`` the rest of its body).
     kind: int = KIND_DATA
+    #: The messages of a BUNDLE frame (numbered from ``sequence`` on); empty for
+    #: any other frame.
+    parts: tuple[memoryview, ...] = ()
 
 
 def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
@@ -193,6 +207,13 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
             raise BadFrame("topic is not UTF-8") from None
     payload = view[offset:end]
     group = bool(flags & FLAG_GROUP)
+    if flags & FLAG_BUNDLE:
+        if fragmented:
+            raise BadFrame("a bundle frame cannot be a fragment")
+        parts = _split_bundle_untrusted(payload)
+        return Frame(
+            session, sequence, payload, 0, 0, 1, topic, group, packet, oldest, KIND_DATA, parts
+        )
     if not fragmented:
         return Frame(session, sequence, payload, len(payload), 0, 1, topic, group, packet, oldest)
     if index >= count:
@@ -204,6 +225,62 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
     if count == 1 and len(payload) != length:
         raise BadFrame("a single fragment that is not the whole message")
     return Frame(session, sequence, payload, length, index, count, topic, group, packet, oldest)
+
+
+def _split_bundle_untrusted(body: memoryview) -> tuple[memoryview, ...]:
+    """The messages in a BUNDLE frame's body, which they must fill exactly."""
+    parts: list[memoryview] = []
+    offset = 0
+    end = body.nbytes
+    unpack = _PART_LENGTH.unpack_from
+    while offset < end:
+        if offset + PART_OVERHEAD > end:
+            raise BadFrame("a bundle's last message length is cut off")
+        (length,) = unpack(body, offset)
+        offset += PART_OVERHEAD
+        if offset + length > end:
+            raise BadFrame(f"a bundled message of {length} bytes runs past the frame's end")
+        parts.append(body[offset : offset + length])
+        offset += length
+    if not parts:
+        raise BadFrame("a bundle frame without messages")
+    return tuple(parts)
+
+
+def bundle_body(payloads: Sequence[Buffer]) -> bytes:
+    """A BUNDLE frame's body: each payload (at most MAX_PART bytes) after its length."""
+    pack = _PART_LENGTH.pack
+    pieces: list[Buffer] = []
+    for payload in payloads:
+        pieces.append(pack(memoryview(payload).nbytes))
+        pieces.append(payload)
+    return b"".join(pieces)
+
+
+def encode_bundle(
+    session: int,
+    sequence: int,
+    payloads: Sequence[Buffer],
+    *,
+    topic: bytes = b"",
+    group: bool = False,
+    key: bytes | None = None,
+) -> bytes:
+    """One BUNDLE frame carrying ``payloads`` as messages ``sequence``,
+    ``sequence + 1``, ... (the caller checks that it fits a datagram)."""
+    flags = FLAG_BUNDLE | (FLAG_GROUP if group else 0) | (FLAG_AUTH if key is not None else 0)
+    extra = _topic_field(topic)
+    if extra:
+        flags |= FLAG_TOPIC
+    header = _HEADER.pack(MAGIC, VERSION, flags, session, sequence)
+    return sealer(key)(header + extra + bundle_body(payloads))
+
+
+def frame_overhead(*, topic: bytes, key: bytes | None, reliable: bool) -> int:
+    """Bytes a whole-message frame adds to its payload (a BUNDLE frame adds
+    PART_OVERHEAD more per message)."""
+    fixed = HEADER_SIZE + _trailer(key) + len(_topic_field(topic))
+    return fixed + RELIABLE_SIZE if reliable else fixed
 
 
 def _seal(body: bytes) -> bytes:
@@ -239,9 +316,7 @@ def fragment_size(
 ) -> int:
     """How many payload bytes each datagram of a ``length``-byte message carries:
     ``length`` itself if the message fits in one datagram (not fragmented)."""
-    fixed = HEADER_SIZE + _trailer(key) + len(_topic_field(topic))
-    if reliable:
-        fixed += RELIABLE_SIZE
+    fixed = frame_overhead(topic=topic, key=key, reliable=reliable)
     if length + fixed <= max_datagram_size:
         return length
     chunk = max_datagram_size - fixed - _FRAGMENT_HEADER.size
@@ -302,13 +377,17 @@ def encode_reliable(
     seal: Callable[[bytes], bytes],
     *,
     authenticated: bool,
+    bundled: bool = False,
 ) -> bytes:
-    """One RELIABLE datagram: a whole message (``fragment`` None) or the
-    fragment ``(message length, index, count)`` of one. Made anew for each
-    transmission, since the packet number and ``oldest`` change."""
+    """One RELIABLE datagram: a whole message (``fragment`` None), the
+    fragment ``(message length, index, count)`` of one, or with ``bundled``
+    several whole messages (``chunk`` is then their bundle_body()). Made anew
+    for each transmission, since the packet number and ``oldest`` change."""
     flags = FLAG_RELIABLE
     if authenticated:
         flags |= FLAG_AUTH
+    if bundled:
+        flags |= FLAG_BUNDLE
     extra = _topic_field(topic)
     if extra:
         flags |= FLAG_TOPIC

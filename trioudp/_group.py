@@ -45,7 +45,7 @@ class _Group(_Serving):
         self, destination: Address, payload: Buffer, topic: str, priority: int | None
     ) -> None:
         peer = self._engine.destination(destination, trio.current_time())
-        await self._send_to(peer, payload, topic=topic, priority=priority, group=True)
+        await self._send_to(peer, [payload], topic=topic, priority=priority, group=True)
 
 
 class MulticastEndpoint(_Group):

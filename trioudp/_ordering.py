@@ -115,13 +115,13 @@ class OrderedWindow:
         while self.pending:
             self.skip_gap(out, counters)
 
-    def step(self) -> None:
-        """The message at ``base`` was delivered: move past it (the engine's fast
-        path calls it directly, having checked that nothing is pending)."""
-        self.history = ((self.history << 1) | 1) & self.mask
-        if self.known < self.window:
-            self.known += 1
-        self.base = (self.base + 1) % SEQUENCE_MODULUS
+    def step(self, count: int = 1) -> None:
+        """The ``count`` messages from ``base`` on were delivered: move past them
+        (the engine's fast path calls it directly, having checked that nothing
+        is pending)."""
+        self.history = ((self.history << count) | ((1 << count) - 1)) & self.mask
+        self.known = min(self.known + count, self.window)
+        self.base = (self.base + count) % SEQUENCE_MODULUS
 
     def _drain(self, out: list[object]) -> None:
         pending = self.pending

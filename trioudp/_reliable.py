@@ -57,11 +57,14 @@ from typing import TYPE_CHECKING
 
 from ._frame import (
     KIND_PING,
+    PART_OVERHEAD,
     Ack,
+    bundle_body,
     encode_ack_body,
     encode_control,
     encode_reliable,
     fragment_size,
+    frame_overhead,
     sealer,
     sequence_difference,
 )
@@ -156,10 +159,13 @@ class _Pending:
 
 
 class _Sent:
-    __slots__ = ("fragment", "size", "time")
+    """One datagram in flight: the fragments it carries (several whole messages
+    when bundled, none for a PING)."""
 
-    def __init__(self, fragment: _Fragment | None, size: int, time: float) -> None:
-        self.fragment = fragment  # None for a PING
+    __slots__ = ("fragments", "size", "time")
+
+    def __init__(self, fragments: tuple[_Fragment, ...], size: int, time: float) -> None:
+        self.fragments = fragments
         self.size = size
         self.time = time
 
@@ -215,7 +221,7 @@ class Sender:
         self._time_factor = 1.0
         #: Packets recently taken for lost: their fragment, and the largest
         #: acknowledged packet then (to see reordering if they are acknowledged).
-        self._lost: dict[int, tuple[_Fragment | None, int]] = {}
+        self._lost: dict[int, tuple[tuple[_Fragment, ...], int]] = {}
         self._last_eliciting = -inf
         #: Since when we wait for the peer to answer (None: nothing outstanding).
         self._waiting_since: float | None = None
@@ -293,21 +299,58 @@ class Sender:
                 break
             if self._probes <= 0 and self.bytes_in_flight >= self.window:
                 break
-            (retransmit if again else unsent).popleft()
+            queue = retransmit if again else unsent
+            queue.popleft()
             self._probes -= 1
             if again:
                 self._counters.datagrams_retransmitted += 1
-            self._send(fragment, now, out)
+            if queue and fragment.fragment is None:
+                self._send(self._bundle(fragment, queue, again), now, out)
+            else:
+                self._send((fragment,), now, out)
         if self._ping_due:
             self._ping_due = False
             self._probes = 0
-            self._send(None, now, out)
+            self._send((), now, out)
         self._probes = 0
 
-    def _send(self, fragment: _Fragment | None, now: float, out: list[Datagram]) -> None:
+    def _bundle(
+        self, first: _Fragment, queue: deque[_Fragment], again: bool
+    ) -> tuple[_Fragment, ...]:
+        """``first`` and the whole messages after it in ``queue`` that can share
+        its datagram: consecutive numbers, one topic and priority, within the
+        receiver's window, together within max_datagram_size."""
+        room = self._bundle_room(first.topic) - PART_OVERHEAD - len(first.chunk)
+        taken = [first]
+        following = (first.sequence + 1) & 0xFFFFFFFF
+        while queue:
+            candidate = queue[0]
+            size = PART_OVERHEAD + len(candidate.chunk)
+            if (
+                candidate.fragment is not None
+                or candidate.sequence != following
+                or candidate.topic != first.topic
+                or candidate.priority != first.priority
+                or size > room
+                or (not again and sequence_difference(candidate.sequence, self.limit) > 0)
+            ):
+                break
+            if again and candidate.acked:
+                queue.popleft()
+                continue
+            queue.popleft()
+            taken.append(candidate)
+            room -= size
+            following = (following + 1) & 0xFFFFFFFF
+        return tuple(taken)
+
+    def _bundle_room(self, topic: bytes) -> int:
+        return self._max_datagram_size - frame_overhead(topic=topic, key=self._key, reliable=True)
+
+    def _send(self, fragments: tuple[_Fragment, ...], now: float, out: list[Datagram]) -> None:
         packet = self._next_packet
         self._next_packet += 1
-        if fragment is None:
+        if not fragments:
             datagram = encode_control(
                 KIND_PING,
                 self.session,
@@ -319,22 +362,26 @@ class Sender:
             out.append((datagram, None))
             self._counters.pings_sent += 1
         else:
+            first = fragments[0]
+            bundled = len(fragments) > 1
             datagram = encode_reliable(
                 self.session,
-                fragment.sequence,
+                first.sequence,
                 packet,
                 self.oldest(),
-                fragment.fragment,
-                fragment.topic,
-                fragment.chunk,
+                first.fragment,
+                first.topic,
+                bundle_body([f.chunk for f in fragments]) if bundled else first.chunk,
                 self._seal,
                 authenticated=self._key is not None,
+                bundled=bundled,
             )
-            fragment.latest = packet
-            fragment.sent_as.append(packet)
-            self._in_flight[packet] = _Sent(fragment, len(datagram), now)
+            for fragment in fragments:
+                fragment.latest = packet
+                fragment.sent_as.append(packet)
+            self._in_flight[packet] = _Sent(fragments, len(datagram), now)
             self.bytes_in_flight += len(datagram)
-            out.append((datagram, fragment.priority))
+            out.append((datagram, first.priority))
         self._last_eliciting = now
         if self._waiting_since is None:
             self._waiting_since = now
@@ -410,13 +457,9 @@ class Sender:
         limit = self.limit
         refused: list[_Fragment] = []
         for packet, sent in list(self._in_flight.items()):
-            fragment = sent.fragment
-            if fragment is not None and sequence_difference(fragment.sequence, limit) > 0:
-                del self._in_flight[packet]
-                self.bytes_in_flight -= sent.size
-                fragment.sent_as.remove(packet)
-                if not fragment.acked and fragment.latest == packet:
-                    refused.append(fragment)
+            if any(sequence_difference(f.sequence, limit) > 0 for f in sent.fragments):
+                self._forget(packet, sent)
+                refused.extend(f for f in sent.fragments if not f.acked and f.latest == packet)
         if refused:
             refused.sort(key=lambda f: (sequence_difference(f.sequence, limit), f.fragment))
             self._unsent.extendleft(reversed(refused))
@@ -452,13 +495,14 @@ class Sender:
         # about the path from ACKs, so the window does not grow then.
         limited = self.bytes_in_flight < self.window // 2
         for packet, sent in newly:
-            if in_flight.pop(packet, None) is None:
-                continue  # a copy of a fragment acknowledged just before
-            self.bytes_in_flight -= sent.size
-            fragment = sent.fragment
-            if fragment is None or fragment.acked:
+            if packet not in in_flight:
+                continue  # its fragments were acknowledged in a copy just before
+            self._forget(packet, sent)
+            fresh = [f for f in sent.fragments if not f.acked]
+            if not fresh:
                 continue
-            self._fragment_acked(fragment)
+            for fragment in fresh:
+                self._fragment_acked(fragment)
             if sent.time > self._recovery_start and not limited:
                 if self.window < self._threshold:
                     self.window += sent.size
@@ -466,14 +510,21 @@ class Sender:
                     self.window += self._max_datagram_size * sent.size // self.window
         self._detect_lost(now)
 
+    def _forget(self, packet: int, sent: _Sent) -> None:
+        """``packet`` is no longer in flight (acknowledged, lost or refused)."""
+        del self._in_flight[packet]
+        self.bytes_in_flight -= sent.size
+        for fragment in sent.fragments:
+            fragment.sent_as.remove(packet)
+
     def _fragment_acked(self, fragment: _Fragment) -> None:
         fragment.acked = True
-        # Other copies of it in flight (probes) need no acknowledgement now.
-        for copy in fragment.sent_as:
-            other = self._in_flight.pop(copy, None)
-            if other is not None:
-                self.bytes_in_flight -= other.size
-        fragment.sent_as = []
+        # Other copies of it in flight (probes) need no acknowledgement now,
+        # unless they carry other fragments that still do.
+        for copy in list(fragment.sent_as):
+            other = self._in_flight[copy]
+            if all(f.acked for f in other.fragments):
+                self._forget(copy, other)
 
     def _spurious(self, spans: list[tuple[int, int]]) -> None:
         """Packets taken for lost that are acknowledged after all were only
@@ -482,14 +533,15 @@ class Sender:
         lost = self._lost
         for low, high in spans:
             for packet in [p for p in lost if low <= p <= high]:
-                fragment, largest = lost.pop(packet)
+                fragments, largest = lost.pop(packet)
                 self._counters.datagrams_spurious += 1
                 self._packet_threshold = min(
                     max(self._packet_threshold, largest - packet + 1), MAX_PACKET_THRESHOLD
                 )
                 self._time_factor = min(self._time_factor * 1.25, MAX_TIME_FACTOR)
-                if fragment is not None and not fragment.acked:
-                    self._fragment_acked(fragment)
+                for fragment in fragments:
+                    if not fragment.acked:
+                        self._fragment_acked(fragment)
 
     def _detect_lost(self, now: float) -> None:
         delay = self.rtt.loss_delay() * self._time_factor
@@ -508,17 +560,13 @@ class Sender:
             return
         newest_lost = 0.0
         for packet in lost:
-            sent = self._in_flight.pop(packet)
-            self.bytes_in_flight -= sent.size
+            sent = self._in_flight[packet]
+            self._forget(packet, sent)
             newest_lost = max(newest_lost, sent.time)
-            fragment = sent.fragment
-            self._lost[packet] = (fragment, self._largest_acked)
+            self._lost[packet] = (sent.fragments, self._largest_acked)
             if len(self._lost) > REMEMBERED_LOSSES:
                 del self._lost[next(iter(self._lost))]
-            if fragment is not None:
-                fragment.sent_as.remove(packet)
-                if not fragment.acked and fragment.latest == packet:
-                    self._retransmit.append(fragment)
+            self._retransmit.extend(f for f in sent.fragments if not f.acked and f.latest == packet)
         if newest_lost > self._recovery_start:
             # One congestion event per round trip (RFC 9002 §7.3.2).
             self._recovery_start = now
@@ -564,9 +612,10 @@ class Sender:
             self._counters.probe_timeouts += 1
             self._last_eliciting = now  # the probes go now: the next PTO counts from here
             probes = [
-                sent.fragment
+                fragment
                 for sent in self._in_flight.values()
-                if sent.fragment is not None and not sent.fragment.acked
+                for fragment in sent.fragments
+                if not fragment.acked
             ][:PROBES]
             probes = [f for f in probes if f not in self._retransmit]
             if probes:
