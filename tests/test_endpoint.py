@@ -545,3 +545,20 @@ async def test_send_batch_rejects_bad_input_before_sending_anything() -> None:
             await server.send_batch_to(conn.local_address, [b"fine", "text"])  # type: ignore[list-item]
         assert conn.statistics().messages_sent == 0
         assert server.statistics().messages_sent == 0
+
+
+async def test_state_read_first_late_is_the_current_one() -> None:
+    # A connection makes its AsyncValue only when asked (servers hold many
+    # connections nobody asks); asked late, it gives the state at that time.
+    clients: list[trioudp.Connection] = []
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        for _ in range(2):
+            async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+                clients.append(conn)
+                await conn.send(b"hi")
+                with trio.fail_after(5):
+                    await server.receive()
+        asked, unasked = server.connections.values()
+        assert [asked.state.value] == [trioudp.ConnectionState.ESTABLISHED]
+    closed = trioudp.ConnectionState.CLOSED
+    assert [c.state.value for c in (unasked, asked, *clients)] == [closed] * 4

@@ -633,11 +633,11 @@ class _Endpoint(_Receiving):
             elif type(event) is PeerWakeup:
                 handle = event.peer.handle
                 if isinstance(handle, Connection):
-                    handle._waiters.unpark_all()
+                    handle._wake()
             elif type(event) is PeerState:
                 handle = event.peer.handle
                 if isinstance(handle, Connection) and handle._ended is None:
-                    handle._state.value = event.state
+                    handle._set_state(event.state)
             elif type(event) is PeerClosed:
                 connection = event.peer.handle  # type: ignore[assignment]
                 connection._end(event.reason)
@@ -820,7 +820,7 @@ class _Endpoint(_Receiving):
         """Wait until ``peer``'s reliable sender changes (an acknowledgement came,
         or it failed); raise if it failed or the endpoint closed."""
         connection = cast("Connection", peer.handle)
-        await connection._waiters.park()
+        await connection._park()
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
         if peer.failure is not None:
@@ -991,9 +991,11 @@ class Connection(_Receiving):
         self._peer = peer
         self._own: _Inbox | None = None
         self._ended: str | None = None
-        self._state: AsyncValue[ConnectionState] = AsyncValue(peer.state)
-        #: Tasks waiting in send() or flush() for the reliable sender to move.
-        self._waiters = trio.lowlevel.ParkingLot()
+        #: The state as an AsyncValue and the tasks waiting in send() or flush()
+        #: for the reliable sender to move: made when first needed (a server may
+        #: hold thousands of connections that never need them).
+        self._state: AsyncValue[ConnectionState] | None = None
+        self._waiters: trio.lowlevel.ParkingLot | None = None
 
     def __repr__(self) -> str:
         return f"<trioudp.Connection to {self._peer.address!r}>"
@@ -1023,7 +1025,23 @@ class Connection(_Receiving):
         """The connection's :class:`ConnectionState` as a trio-util ``AsyncValue``:
         read ``state.value``, or wait for one without polling, e.g.
         ``await connection.state.wait_value(trioudp.ConnectionState.ESTABLISHED)``."""
+        if self._state is None:
+            now = ConnectionState.CLOSED if self._ended is not None else self._peer.state
+            self._state = AsyncValue(now)
         return cast("StateValue", self._state)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if self._state is not None:
+            self._state.value = state
+
+    def _wake(self) -> None:
+        if self._waiters is not None:
+            self._waiters.unpark_all()
+
+    async def _park(self) -> None:
+        if self._waiters is None:
+            self._waiters = trio.lowlevel.ParkingLot()
+        await self._waiters.park()
 
     async def flush(self) -> None:
         """Wait until every message sent so far on a reliable connection is
@@ -1090,16 +1108,16 @@ class Connection(_Receiving):
 
     def _end(self, reason: str) -> None:
         self._ended = reason
-        self._state.value = ConnectionState.CLOSED
-        self._waiters.unpark_all()
+        self._set_state(ConnectionState.CLOSED)
+        self._wake()
         if self._own is not None:
             self._own.end()
 
     def _close(self) -> None:
         if self._ended is None:
             self._ended = "closed"
-        self._state.value = ConnectionState.CLOSED
-        self._waiters.unpark_all()
+        self._set_state(ConnectionState.CLOSED)
+        self._wake()
         if self._own is not None:
             self._own.close()
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import heapq
 import random
 import secrets
-from collections import deque
 from itertools import count as _count
 from math import inf
 from typing import TYPE_CHECKING, Literal, NamedTuple, cast
@@ -264,7 +263,9 @@ class Peer:
         self.send_sequence = 0
         self.unicast: _Stream | None = None
         self.groups: dict[int, _Stream] = {}
-        self.retired: deque[int] = deque(maxlen=RETIRED_SESSIONS)
+        #: Its last RETIRED_SESSIONS unicast session ids (a tuple: no memory
+        #: while there are none, as with most peers).
+        self.retired: tuple[int, ...] = ()
         self.last_activity = now
         self.timer_at = inf
         self.closed = False
@@ -430,8 +431,7 @@ class Engine:
         ):
             retired = None
             if peer is not None:
-                retired = peer.retired
-                retired.append(peer.unicast.session)  # type: ignore[union-attr]
+                retired = _retire(peer.retired, peer.unicast.session)  # type: ignore[union-attr]
                 self._close_peer(peer, "replaced")
             peer = self._open_peer(address, now)
             if peer is None:
@@ -835,7 +835,7 @@ class Engine:
                 return None
             if stream is not None:  # a client's peer restarted
                 self._end_stream(peer, stream, stale=True)
-                peer.retired.append(stream.session)
+                peer.retired = _retire(peer.retired, stream.session)
                 peer.counters.session_changes += 1
             window = window_class(sequence, config.reorder_window)
             stream = peer.unicast = _Stream(session, window, now)
@@ -1505,6 +1505,10 @@ class Engine:
             messages_unacknowledged=unacknowledged,
             bytes_in_flight=in_flight,
         )
+
+
+def _retire(retired: tuple[int, ...], session: int) -> tuple[int, ...]:
+    return (*retired, session)[-RETIRED_SESSIONS:]
 
 
 def encode_topic(topic: str) -> bytes:
