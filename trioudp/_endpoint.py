@@ -223,14 +223,19 @@ class _Inbox:
 
     async def _next(self) -> _Item:
         await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
         while True:
             try:
                 item = self._next_nowait()
             except trio.WouldBlock:
                 await self._waiters.park()
+                parked = True
                 continue
-            # Taken: from here on, a cancellation cannot lose it.
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            # Taken: from here on, a cancellation cannot lose it. A receive that
+            # waited has let other tasks run already; one that did not, does
+            # now (every receive is a schedule point), but cannot be cancelled.
+            if not parked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return item
 
     async def receive(self) -> Message:
