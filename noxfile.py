@@ -154,7 +154,9 @@ def bench(session: nox.Session) -> None:
         "docs/bench/receive_capacity.png",
         *session.posargs,
     )
-    session.run("python", "bench/goodput.py")
+    session.run("python", "bench/goodput.py", "--json", "docs/bench/goodput.json")
+    session.run("python", "bench/echo_latency.py", "--json", "docs/bench/echo_latency.json")
+    session.run("python", "bench/peers.py", "--json", "docs/bench/peers.json")
 
 
 @nox.session(python=PYTHONS[1])

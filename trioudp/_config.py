@@ -165,9 +165,10 @@ class Config:
     offload: bool = attrs.field(default=True, validator=_boolean)
     """Use Linux UDP segmentation offload where the kernel has it: the
     fragments of a large message (and runs of equal-sized datagrams) go to the
-    kernel in one ``sendmsg`` (GSO), and the kernel may hand over several
-    received datagrams in one read (GRO). False sends and reads one datagram
-    per system call. Elsewhere it does nothing."""
+    kernel in one ``sendmsg`` (GSO), and once a datagram of 512 bytes or more
+    arrives, the kernel may hand over several received datagrams in one read
+    (GRO). False sends and reads one datagram per system call. Elsewhere it
+    does nothing."""
 
     reliable: bool = attrs.field(default=False, validator=_boolean)
     """True: every message is acknowledged, sent again until it is, and delivered

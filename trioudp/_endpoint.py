@@ -113,6 +113,8 @@ SEND_BATCH = 16
 NOBUFS_FIRST_WAIT = 0.001
 NOBUFS_LAST_WAIT = 0.256
 _RECEIVE_BUFFER = 65536
+#: A datagram this large suggests a sender that segments (GSO): turn GRO on.
+GRO_WORTHWHILE = 512
 
 
 class _Unreachable:
@@ -363,7 +365,11 @@ class _Endpoint(_Receiving):
         #: Segmentation offload (Linux): several datagrams per system call.
         real = self._trio_socket is not None
         self._gso = real and config.offload and gso_available(sock)
-        self._gro = real and config.offload and enable_gro(sock)
+        #: GRO is turned on once a datagram of GRO_WORTHWHILE bytes arrives:
+        #: reading with recvmsg costs more per call than recvfrom, which small
+        #: datagrams (never coalesced on their own) should not pay.
+        self._gro = False
+        self._gro_possible = real and config.offload
         self._config = config
         self._remote = peer_name(sock)
         if key is not None and not config.framing:
@@ -457,12 +463,12 @@ class _Endpoint(_Receiving):
 
     async def _receive_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
         buffer = bytearray(_RECEIVE_BUFFER)
-        drain = partial(self._drain_coalesced if self._gro else self._drain, buffer)
         wait_readable = self._wait_readable
         checkpoint = trio.lowlevel.checkpoint
         task_status.started()
         while True:
-            full = drain(trio.current_time())
+            drain = self._drain_coalesced if self._gro else self._drain
+            full = drain(buffer, trio.current_time())
             self._after_engine()
             if full:
                 await checkpoint()
@@ -471,7 +477,7 @@ class _Endpoint(_Receiving):
 
     def _drain(self, buffer: bytearray, now: float) -> bool:
         """Read datagrams into the engine until the socket has none left (False)
-        or RECEIVE_BATCH were read (True)."""
+        or RECEIVE_BATCH were read, or GRO was just turned on (True)."""
         receive_datagram = self._engine.receive_datagram
         recvfrom_into = self._sock.recvfrom_into
         view = memoryview(buffer)
@@ -485,6 +491,11 @@ class _Endpoint(_Receiving):
                 self._receive_error(exc)
             else:
                 receive_datagram(view[:size], address, now)
+                if size >= GRO_WORTHWHILE and self._gro_possible:
+                    self._gro_possible = False
+                    self._gro = enable_gro(self._sock)
+                    if self._gro:
+                        return True
             read += 1
         return True
 
