@@ -562,3 +562,42 @@ async def test_state_read_first_late_is_the_current_one() -> None:
         assert [asked.state.value] == [trioudp.ConnectionState.ESTABLISHED]
     closed = trioudp.ConnectionState.CLOSED
     assert [c.state.value for c in (unasked, asked, *clients)] == [closed] * 4
+
+
+async def test_iterating_waiting_messages_still_lets_other_tasks_run() -> None:
+    count = 64
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            await conn.send_batch([b"%d" % i for i in range(count)])
+            with trio.fail_after(5):
+                first = await server.receive()
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.statistics().messages_delivered == count
+        ticks = 0
+        seen: list[int] = []
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.lowlevel.checkpoint()
+            start = ticks
+            got = [first.payload]
+            async for message in server:
+                got.append(message.payload)
+                seen.append(ticks - start)
+                if len(got) == count:
+                    break
+            nursery.cancel_scope.cancel()
+        assert got == [b"%d" % i for i in range(count)]
+        # Other tasks ran about once per 16 messages taken, not after each one.
+        assert (count - 1) // 16 - 1 <= seen[-1] <= (count - 1) // 16 + 1
+        # And each receive is still a cancellation point.
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await server.receive()

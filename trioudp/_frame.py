@@ -41,7 +41,7 @@ from __future__ import annotations
 import struct
 from hashlib import blake2b
 from hmac import compare_digest
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from crc32c import crc32c
 
@@ -79,6 +79,9 @@ KEY_SIZES = range(16, 65)
 MAX_TOPIC = 255
 
 _HEADER = struct.Struct("!2sBBQI")
+#: The header with magic and version as one 3-byte field, compared at once.
+_PREFIXED_HEADER = struct.Struct("!3sBQI")
+_PREFIX = MAGIC + bytes((VERSION,))
 _FRAGMENT_HEADER = struct.Struct("!IHH")
 _CRC = struct.Struct("!I")
 _RELIABLE_HEADER = struct.Struct("!II")
@@ -138,6 +141,10 @@ class Frame(NamedTuple):
     parts: tuple[memoryview, ...] = ()
 
 
+#: Makes a Frame from a 12-tuple without the NamedTuple's argument handling.
+_new_frame = cast("Callable[[type[Frame], tuple[object, ...]], Frame]", tuple[object, ...].__new__)
+
+
 def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
     """Decode one datagram. Raises BadFrame, and only BadFrame, if it is not a
     valid frame. With a ``key`` only frames authenticated with it are valid."""
@@ -147,11 +154,11 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         raise BadFrame("not a flat byte buffer")
     if size < OVERHEAD:
         raise BadFrame(f"{size} bytes is shorter than the {OVERHEAD}-byte smallest frame")
-    magic, version, flags, session, sequence = _HEADER.unpack_from(view)
-    if magic != MAGIC:
-        raise BadFrame("wrong magic bytes: not a trioudp frame")
-    if version != VERSION:
-        raise BadFrame(f"unsupported frame version {version}")
+    prefix, flags, session, sequence = _PREFIXED_HEADER.unpack_from(view)
+    if prefix != _PREFIX:
+        if prefix[:2] != MAGIC:
+            raise BadFrame("wrong magic bytes: not a trioudp frame")
+        raise BadFrame(f"unsupported frame version {prefix[2]}")
     if key is not None:
         if not flags & FLAG_AUTH:
             raise BadFrame("not authenticated, and this endpoint has a key", auth=True)
@@ -168,6 +175,14 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         (checksum,) = _CRC.unpack_from(view, end)
         if crc32c(view[:end]) != checksum:
             raise BadFrame("CRC32C mismatch", crc=True)
+        if not flags:
+            # The commonest frame, a whole message without options, made the
+            # fast way (tuple.__new__ skips the NamedTuple's keyword handling).
+            payload = view[HEADER_SIZE:end]
+            return _new_frame(
+                Frame,
+                (session, sequence, payload, end - HEADER_SIZE, 0, 1, b"", False, -1, 0, 0, ()),
+            )
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
     if flags & FLAG_CONTROL:
@@ -215,7 +230,10 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
             session, sequence, payload, 0, 0, 1, topic, group, packet, oldest, KIND_DATA, parts
         )
     if not fragmented:
-        return Frame(session, sequence, payload, len(payload), 0, 1, topic, group, packet, oldest)
+        return _new_frame(
+            Frame,
+            (session, sequence, payload, len(payload), 0, 1, topic, group, packet, oldest, 0, ()),
+        )
     if index >= count:
         raise BadFrame(f"fragment index {index} is not below its count {count}")
     # Every fragment carries at least one byte, so a message of n bytes has at
@@ -224,7 +242,10 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         raise BadFrame(f"fragment of {len(payload)} bytes, {count} fragments, {length} total")
     if count == 1 and len(payload) != length:
         raise BadFrame("a single fragment that is not the whole message")
-    return Frame(session, sequence, payload, length, index, count, topic, group, packet, oldest)
+    return _new_frame(
+        Frame,
+        (session, sequence, payload, length, index, count, topic, group, packet, oldest, 0, ()),
+    )
 
 
 def _split_bundle_untrusted(body: memoryview) -> tuple[memoryview, ...]:
