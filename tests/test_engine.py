@@ -608,3 +608,21 @@ def test_encode_batch_checks_every_payload_first() -> None:
         e.encode_batch(peer, [b"ok", "text"], 0.0)  # type: ignore[list-item]
     assert peer.send_sequence == 0
     assert e.statistics().messages_sent == 0
+
+
+@given(st.lists(st.binary(max_size=1300), min_size=1, max_size=8))
+def test_the_small_send_path_makes_what_encode_makes(payloads: list[bytes]) -> None:
+    fast, general = engine(), engine()
+    for payload in payloads:
+        small = fast.encode_small(fast.destination(A, 0.0), payload, 0.0)
+        expected = general.encode(general.destination(A, 0.0), payload, 0.0)
+        if len(payload) + 20 <= 1200:
+            assert [small] == expected
+        else:
+            assert small is None  # left to encode, which fragments it
+            fast.encode(fast.destination(A, 0.0), payload, 0.0)
+    assert fast.statistics() == general.statistics()
+    # Anything but a plain bytes payload that fits goes the general way.
+    assert fast.encode_small(fast.destination(A, 0.0), bytearray(b"x"), 0.0) is None
+    keyed = Engine(Config(), now=0.0, key=bytes(16))
+    assert keyed.encode_small(keyed.destination(A, 0.0), b"x", 0.0) is None

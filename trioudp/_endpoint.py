@@ -726,6 +726,19 @@ class _Endpoint(_Receiving):
             marking.append(priority_cmsg(self._sock.family, priority))
         await trio.lowlevel.checkpoint_if_cancelled()
         now = trio.current_time()
+        if len(payloads) == 1 and not topic and not group and not marking:
+            # The commonest send: one small message, in one datagram.
+            datagram = self._engine.encode_small(peer, payloads[0], now)
+            if datagram is not None:
+                try:
+                    if peer.address == self._remote:
+                        self._sock.send(datagram)
+                    else:
+                        self._sock.sendto(datagram, peer.address)
+                except OSError as exc:
+                    await self._send_run(peer, [datagram], marking, failed=exc)
+                await self._yield_sometimes()
+                return
         if len(payloads) == 1:
             datagrams = self._engine.encode(peer, payloads[0], now, topic=topic, group=group)
         else:
@@ -745,10 +758,15 @@ class _Endpoint(_Receiving):
         return ((index, index + 1) for index in range(len(sizes)))
 
     async def _send_run(
-        self, peer: Peer, run: Sequence[bytes], marking: list[tuple[int, int, bytes]]
+        self,
+        peer: Peer,
+        run: Sequence[bytes],
+        marking: list[tuple[int, int, bytes]],
+        *,
+        failed: OSError | None = None,
     ) -> None:
         """Send a run of datagrams to ``peer`` in one call, waiting while the
-        kernel has no room for them."""
+        kernel has no room for them (``failed``: how a first try went)."""
         address = peer.address
         connected = address == self._remote
         backoff = NOBUFS_FIRST_WAIT
@@ -759,6 +777,9 @@ class _Endpoint(_Receiving):
                     await self._send_run(peer, [datagram], marking)
                 return
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 self._put_on_wire(run, address, marking)
                 return
             except BlockingIOError:
