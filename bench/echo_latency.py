@@ -39,6 +39,12 @@ PATIENCE = 2.0
 HOST = "127.0.0.1"
 
 
+def _uvloop() -> Any:
+    """uvloop, imported when its rows run (the bench session installs it;
+    without it they are left out)."""
+    return importlib.import_module("uvloop")
+
+
 # -- servers (in the child process) ---------------------------------------------------
 
 
@@ -68,9 +74,7 @@ def serve_asyncio(ready: Callable[[int], None], *, uvloop: bool) -> None:
         await asyncio.Event().wait()
 
     if uvloop:
-        import uvloop as uvloop_module
-
-        uvloop_module.run(main())
+        _uvloop().run(main())
     else:
         asyncio.run(main())
 
@@ -139,9 +143,8 @@ def client_asyncio(port: int, rounds: int, *, uvloop: bool) -> list[float]:
         return times
 
     if uvloop:
-        import uvloop as uvloop_module
-
-        return uvloop_module.run(main())
+        times: list[float] = _uvloop().run(main())
+        return times
     return asyncio.run(main())
 
 
