@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import trioudp
-from trioudp.__main__ import main
+from trioudp._cli import main
 from trioudp._demo import run_demo
 
 if TYPE_CHECKING:

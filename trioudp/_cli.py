@@ -1,0 +1,310 @@
+"""The ``trioudp`` command (``python -m trioudp``): see ``trioudp --help``.
+
+Exit status: 0 when the command did what it was asked, 1 when it failed (an
+address in use, a name that does not resolve, a peer that never answered, a
+demo check that did not hold), 2 for a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from ._demo import run_demo
+from ._endpoint import open_udp_connection, open_udp_server
+from ._errors import PeerLostError
+from ._group import open_multicast
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._message import Message
+    from ._statistics import PeerStatistics
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with exit status 1."""
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every interface)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9999, [::1]:9999 or :9999)"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _options(arguments: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if getattr(arguments, "raw", False):
+        options["framing"] = False
+    if getattr(arguments, "reliable", False):
+        options["reliable"] = True
+    return options
+
+
+def _show(message: Message, *, as_hex: bool) -> str:
+    host, port = message.address[0], message.address[1]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    parts = [where]
+    if message.sequence is not None:
+        parts.append(f"#{message.sequence}")
+    if message.topic:
+        parts.append(f"[{message.topic}]")
+    payload = message.payload
+    parts.append(payload.hex(" ") if as_hex else payload.decode(errors="backslashreplace"))
+    return " ".join(parts)
+
+
+async def _print_messages(
+    source: Any, arguments: argparse.Namespace, out: TextIO, reply: bool = False
+) -> None:
+    """Print (and with ``reply``, echo) messages until --count or --timeout."""
+    count = 0
+    with trio.move_on_after(arguments.timeout if arguments.timeout else math.inf):
+        async for message in source:
+            print(_show(message, as_hex=arguments.hex), file=out, flush=True)
+            if reply:
+                await message.reply(message.payload)
+            count += 1
+            if arguments.count and count >= arguments.count:
+                break
+
+
+async def listen(arguments: argparse.Namespace, out: TextIO) -> None:
+    host, port = arguments.address
+    async with open_udp_server(host or None, port, **_options(arguments)) as server:
+        _started(server.local_address, "listening on", out)
+        await _print_messages(server, arguments, out)
+
+
+async def echo(arguments: argparse.Namespace, out: TextIO) -> None:
+    host, port = arguments.address
+    async with open_udp_server(host or None, port, **_options(arguments)) as server:
+        _started(server.local_address, "echoing on", out)
+        await _print_messages(server, arguments, out, reply=True)
+
+
+async def join(arguments: argparse.Namespace, out: TextIO) -> None:
+    options = _options(arguments)
+    async with open_multicast(
+        arguments.group, arguments.port, interface=arguments.interface, **options
+    ) as endpoint:
+        _started(endpoint.local_address, f"joined {arguments.group} on", out)
+        await _print_messages(endpoint, arguments, out)
+
+
+def _started(address: Any, what: str, out: TextIO) -> None:
+    host, port = address[0], address[1]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"trioudp: {what} {shown} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+
+async def send(arguments: argparse.Namespace, out: TextIO) -> None:
+    host, port = arguments.address
+    if arguments.message == "-":
+        payloads = [line.rstrip(b"\n") for line in sys.stdin.buffer]
+    else:
+        payloads = [arguments.message.encode()]
+    async with open_udp_connection(host, port, **_options(arguments)) as conn:
+        for _ in range(arguments.repeat):
+            for payload in payloads:
+                await conn.send(payload, topic=arguments.topic)
+        try:
+            with trio.fail_after(arguments.timeout):
+                await conn.flush()
+        except trio.TooSlowError:
+            raise CommandError(
+                f"{host}:{port} did not acknowledge every message within "
+                f"{arguments.timeout} s (is a reliable trioudp endpoint listening there?)"
+            ) from None
+        sent = conn.statistics().messages_sent
+    print(f"trioudp: sent {sent} message{'s' * (sent != 1)}", file=sys.stderr)
+
+
+_COUNTERS = (
+    ("received", "datagrams_received"),
+    ("delivered", "messages_delivered"),
+    ("duplicate", "datagrams_duplicate"),
+    ("late", "datagrams_late"),
+    ("crc", "datagrams_crc_error"),
+    ("malformed", "datagrams_malformed"),
+    ("over limit", "datagrams_over_limit"),
+    ("peers", "peers"),
+)
+
+
+def _counters(stats: PeerStatistics) -> str:
+    return "  ".join(f"{name} {getattr(stats, field):,}" for name, field in _COUNTERS)
+
+
+async def stats(arguments: argparse.Namespace, out: TextIO) -> None:
+    """Listen, and print the endpoint's counters every second."""
+    host, port = arguments.address
+    async with open_udp_server(host or None, port, **_options(arguments)) as server:
+        _started(server.local_address, "counting on", out)
+
+        async def drain() -> None:
+            while True:
+                await server.receive_batch()
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            with trio.move_on_after(arguments.seconds if arguments.seconds else math.inf):
+                while True:
+                    await trio.sleep(1)
+                    elapsed = trio.current_time() - start
+                    line = f"{elapsed:5.0f} s  {_counters(server.statistics())}"
+                    print(line, file=out, flush=True)
+            nursery.cancel_scope.cancel()
+        print(f"total  {_counters(server.statistics())}", file=out, flush=True)
+
+
+async def bench(arguments: argparse.Namespace, out: TextIO) -> None:
+    """A quick loopback run: 64-byte messages per second, send() and send_batch()."""
+    for label, batch in (("send()", 0), ("send_batch(64)", 64)):
+        rate = await _bench_one(label, batch, arguments.seconds, out)
+        print(f"\r{label:<15} {rate:>12,.0f} msg/s received", file=out, flush=True)
+
+
+async def _bench_one(label: str, batch: int, seconds: float, out: TextIO) -> float:
+    payload = b"x" * 64
+    received = 0
+
+    async with (
+        open_udp_server("127.0.0.1", 0, channel_capacity=2**16) as server,
+        open_udp_connection(*server.local_address[:2]) as conn,
+    ):
+
+        async def count() -> None:
+            nonlocal received
+            while True:
+                received += len(await server.receive_batch())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count)
+            start = shown = time.perf_counter()
+            with trio.move_on_after(seconds):
+                while True:
+                    if batch:
+                        await conn.send_batch([payload] * batch)
+                    else:
+                        await conn.send(payload)
+                    now = time.perf_counter()
+                    if now - shown >= 0.5:
+                        shown = now
+                        rate = received / (now - start)
+                        print(f"\r{label:<15} {rate:>12,.0f} msg/s", end="", file=out, flush=True)
+            nursery.cancel_scope.cancel()
+    return received / (time.perf_counter() - start)
+
+
+async def demo(arguments: argparse.Namespace, out: TextIO) -> None:
+    if not await run_demo(partial(print, file=out, flush=True), pace=arguments.pace):
+        raise CommandError("the demo's checks did not all hold (see above)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trioudp",
+        description="Safe, fast UDP messaging for Trio: try it from the shell.",
+        epilog="Addresses are HOST:PORT, [IPv6]:PORT, or :PORT for every interface.",
+    )
+    parser.add_argument("--version", action="version", version=f"trioudp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[..., Awaitable[None]], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        return sub
+
+    def receiving(sub: Any, *, reliable: bool = True) -> None:
+        sub.add_argument("--raw", action="store_true", help="plain UDP datagrams, no framing")
+        if reliable:
+            sub.add_argument("--reliable", action="store_true", help="reliable mode (both ends)")
+        sub.add_argument("--hex", action="store_true", help="show payloads as hex")
+        sub.add_argument("--count", type=_positive, default=0, help="stop after N messages")
+        sub.add_argument("--timeout", type=_seconds, default=0, help="stop after S seconds")
+
+    sub = command("demo", demo, "watch a server, clients and a vandal talk on loopback (~5 s)")
+    sub.add_argument("--pace", type=_seconds, default=0.6, help="pause between steps (0.6)")
+
+    sub = command("listen", listen, "print the messages that arrive at HOST:PORT")
+    sub.add_argument("address", type=host_port, metavar="HOST:PORT")
+    receiving(sub)
+
+    sub = command("echo", echo, "send every message that arrives at HOST:PORT back")
+    sub.add_argument("address", type=host_port, metavar="HOST:PORT")
+    receiving(sub)
+
+    sub = command("send", send, "send MESSAGE (or each line of stdin, with -) to HOST:PORT")
+    sub.add_argument("address", type=host_port, metavar="HOST:PORT")
+    sub.add_argument("message", metavar="MESSAGE|-")
+    sub.add_argument("--raw", action="store_true", help="a plain UDP datagram, no framing")
+    sub.add_argument("--reliable", action="store_true", help="wait until acknowledged")
+    sub.add_argument("--topic", default="", help="a topic for the messages")
+    sub.add_argument("--repeat", type=_positive, default=1, help="send it N times")
+    sub.add_argument(
+        "--timeout", type=_seconds, default=10.0, help="reliable: wait S seconds at most (10)"
+    )
+
+    sub = command("join", join, "join multicast GROUP on PORT and print its messages")
+    sub.add_argument("group", metavar="GROUP")
+    sub.add_argument("port", type=_port, metavar="PORT")
+    sub.add_argument("--interface", default=None, help="interface name, index or address")
+    receiving(sub, reliable=False)
+
+    sub = command("stats", stats, "listen on HOST:PORT and show its counters every second")
+    sub.add_argument("address", type=host_port, metavar="HOST:PORT")
+    sub.add_argument("--raw", action="store_true", help="plain UDP datagrams, no framing")
+    sub.add_argument("--seconds", type=_seconds, default=0, help="stop after S seconds")
+
+    sub = command("bench", bench, "measure messages per second on loopback")
+    sub.add_argument("--seconds", type=_seconds, default=2.0, help="per measurement (2)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        trio.run(arguments.run, arguments, out or sys.stdout)
+    except KeyboardInterrupt:
+        return 130
+    except (CommandError, PeerLostError, OSError, ValueError, TypeError) as exc:
+        print(f"trioudp {arguments.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
