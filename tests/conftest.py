@@ -4,6 +4,9 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# pytester runs a pytest of its own, to check the plugin trioudp registers.
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "ci", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
