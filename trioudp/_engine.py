@@ -205,12 +205,12 @@ class _Stream:
     )
 
     def __init__(self, session: int, window: OrderedWindow | UnorderedWindow, now: float) -> None:
-        self.session = session
-        self.window = window
+        self.session: int = session
+        self.window: OrderedWindow | UnorderedWindow = window
         self.partials: dict[int, _Partial] = {}
-        self.partial_bytes = 0
-        self.partial_datagrams = 0
-        self.last_activity = now
+        self.partial_bytes: int = 0
+        self.partial_datagrams: int = 0
+        self.last_activity: float = now
         #: What to acknowledge (reliable streams only).
         self.acks: Acknowledger | None = None
 
@@ -257,38 +257,38 @@ class Peer:
     )
 
     def __init__(self, address: Address, send_session: int, now: float) -> None:
-        self.address = address
+        self.address: Address = address
         #: The trio layer's Connection for this peer (what messages reply through).
         self.handle: Replier | None = None
-        self.counters = Counters()
-        self.send_session = send_session
-        self.send_sequence = 0
+        self.counters: Counters = Counters()
+        self.send_session: int = send_session
+        self.send_sequence: int = 0
         self.unicast: _Stream | None = None
         self.groups: dict[int, _Stream] = {}
         #: Its last RETIRED_SESSIONS unicast session ids (a tuple: no memory
         #: while there are none, as with most peers).
         self.retired: tuple[int, ...] = ()
-        self.last_activity = now
-        self.timer_at = inf
-        self.closed = False
+        self.last_activity: float = now
+        self.timer_at: float = inf
+        self.closed: bool = False
         #: The reliable send side, made when the first reliable message is queued.
         self.sender: Sender | None = None
-        self.state = ConnectionState.ESTABLISHED
+        self.state: ConnectionState = ConnectionState.ESTABLISHED
         #: When a valid frame last came from the peer, and when we last sent to it.
-        self.heard = now
-        self.last_sent = now
-        self.keepalive_at = inf
-        self.ping_due = False
+        self.heard: float = now
+        self.last_sent: float = now
+        self.keepalive_at: float = inf
+        self.ping_due: bool = False
         #: Why sending to the peer failed for good (None: it has not).
         self.failure: str | None = None
         #: Reliable messages delivered to a channel, not yet received by the application.
-        self.unconsumed = 0
-        self.unconsumed_bytes = 0
+        self.unconsumed: int = 0
+        self.unconsumed_bytes: int = 0
         #: Bytes of ACKs and REJECTs sent, and whether the application chose this
         #: address (sent to it first) so the amplification limit does not apply.
-        self.control_bytes = 0
-        self.validated = False
-        self.reject_at = -inf
+        self.control_bytes: int = 0
+        self.validated: bool = False
+        self.reject_at: float = -inf
 
     def streams(self) -> list[_Stream]:
         streams = list(self.groups.values())

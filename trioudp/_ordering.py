@@ -52,16 +52,16 @@ class OrderedWindow:
     )
 
     def __init__(self, first: int, window: int) -> None:
-        self.window = window
-        self.mask = (1 << window) - 1
-        self.base = first
+        self.window: int = window
+        self.mask: int = (1 << window) - 1
+        self.base: int = first
         # bit k of history: base - 1 - k was delivered; only the low `known` bits mean anything
-        self.history = 0
-        self.known = 0
+        self.history: int = 0
+        self.known: int = 0
         # None stands for a message that was received but filtered out (topics).
         self.pending: dict[int, tuple[Message | None, float]] = {}
-        self.pending_bytes = 0
-        self.pending_datagrams = 0
+        self.pending_bytes: int = 0
+        self.pending_datagrams: int = 0
 
     def classify(self, sequence: int) -> int:
         distance = sequence_difference(sequence, self.base)
@@ -172,15 +172,15 @@ class UnorderedWindow:
     __slots__ = ("early", "first", "highest", "mask", "seen", "window")
 
     def __init__(self, first: int, window: int) -> None:
-        self.window = window
-        self.mask = (1 << window) - 1
-        self.highest = first
-        self.first = first
+        self.window: int = window
+        self.mask: int = (1 << window) - 1
+        self.highest: int = first
+        self.first: int = first
         # bit k of seen: highest - k was received. Positions from before the first
         # message start set, so they are never counted lost; which of them really
         # arrive (late, but still new) is kept in `early` until the window has
         # moved past them.
-        self.seen = self.mask & ~1
+        self.seen: int = self.mask & ~1
         self.early: set[int] | None = set() if window > 1 else None
 
     def classify(self, sequence: int) -> int:

@@ -34,11 +34,11 @@ class RttEstimator:
     def __init__(
         self, *, initial: float = INITIAL_RTT, max_ack_delay: float = MAX_ACK_DELAY
     ) -> None:
-        self.max_ack_delay = max_ack_delay
-        self.latest = 0.0
-        self.minimum = 0.0
-        self.smoothed = initial
-        self.variation = initial / 2
+        self.max_ack_delay: float = max_ack_delay
+        self.latest: float = 0.0
+        self.minimum: float = 0.0
+        self.smoothed: float = initial
+        self.variation: float = initial / 2
         self._first = True
 
     def update(self, sample: float, ack_delay: float = 0.0) -> None:

@@ -194,26 +194,26 @@ class Sender:
         self._key = key
         self._seal: Callable[[bytes], bytes] = sealer(key)
         self._counters = counters
-        self.next_sequence = 0
+        self.next_sequence: int = 0
         self._next_packet = 0
         self._unsent: deque[_Fragment] = deque()
         self._retransmit: deque[_Fragment] = deque()
         self._in_flight: dict[int, _Sent] = {}
-        self.bytes_in_flight = 0
+        self.bytes_in_flight: int = 0
         #: Messages the receiver has not yet confirmed delivering, by sequence.
         self._messages: dict[int, _Pending] = {}
         #: The receiver's id (from its ACKs), and ids it had before restarting.
         self._receiver: int | None = None
         self._old_receivers: deque[int] = deque(maxlen=4)
-        self.queued_bytes = 0
-        self.rtt = RttEstimator(max_ack_delay=MAX_ACK_DELAY)
+        self.queued_bytes: int = 0
+        self.rtt: RttEstimator = RttEstimator(max_ack_delay=MAX_ACK_DELAY)
         self._pto_count = 0
-        self.window = INITIAL_WINDOW * max_datagram_size
+        self.window: int = INITIAL_WINDOW * max_datagram_size
         self._threshold = inf
         self._recovery_start = -inf
         #: The highest message number the receiver takes (its window, from ACKs;
         #: our own window size until the first ACK tells).
-        self.limit = receive_window - 1
+        self.limit: int = receive_window - 1
         self._limit_known = False
         self._largest_acked = -1
         self._loss_time = inf
@@ -659,9 +659,9 @@ class Acknowledger:
         #: Packets received since the last ACK: each one's range goes in the next.
         self._recent: list[int] = []
         #: When an ACK must go (inf: none owed).
-        self.due = inf
+        self.due: float = inf
         #: The window limit the last ACK carried (-1: none sent yet).
-        self.limit_sent = -1
+        self.limit_sent: int = -1
 
     def record(self, truncated: int, now: float) -> None:
         """A datagram with this packet number was accepted."""

@@ -196,7 +196,7 @@ class FakeNetwork:
         self._ports = itertools.count(40000)
         self._order = itertools.count()
         self._refusals: list[int] = []
-        self.statistics = NetworkStatistics()
+        self.statistics: NetworkStatistics = NetworkStatistics()
 
     @contextmanager
     def installed(self) -> Generator[FakeNetwork, None, None]:
@@ -326,7 +326,7 @@ class FakeSocket:
         self.name: tuple[str, int] | None = None
         self.peer: Any = None
         self.groups: set[str] = set()
-        self.shared = False
+        self.shared: bool = False
         self._queue: list[tuple[float, int, bytes, tuple[str, int]]] = []
         self._error: OSError | None = None
         self._writable_at = -math.inf
