@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing"]
+nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing", "wheel"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The oldest trio we support (pyproject's floor) is tested too.
@@ -143,6 +144,26 @@ def typing(session: nox.Session) -> None:
     # Run from elsewhere, so that it sees the installed package, not the tree.
     session.chdir(session.create_tmp())
     session.run("pyright", "--verifytypes", "trioudp", "--ignoreexternal")
+
+
+@nox.session(python=PYTHONS[1])
+def wheel(session: nox.Session) -> None:
+    """Build the wheel, install it (not the source tree) in a fresh virtualenv,
+    check its metadata and entry points, and run the tests against it, as
+    trio's CI does."""
+    session.install("build", "twine")
+    dist = session.create_tmp()
+    session.run("python", "-m", "build", "--wheel", "--outdir", dist)
+    wheels = sorted(Path(dist).glob("trioudp-*.whl"))
+    session.run("twine", "check", "--strict", *map(str, wheels))
+    session.install(str(wheels[-1]), *TEST_REQUIREMENTS)
+    session.run("trioudp", "--version")
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        *session.posargs,
+        env={"TRIOUDP_EXPECT_INSTALLED": "1", "TRIOUDP_RELIABLE_MESSAGES": "1000"},
+    )
 
 
 @nox.session(python=PYTHONS[1])
