@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 
 import attrs
@@ -626,3 +627,15 @@ def test_the_small_send_path_makes_what_encode_makes(payloads: list[bytes]) -> N
     assert fast.encode_small(fast.destination(A, 0.0), bytearray(b"x"), 0.0) is None
     keyed = Engine(Config(), now=0.0, key=bytes(16))
     assert keyed.encode_small(keyed.destination(A, 0.0), b"x", 0.0) is None
+
+
+def test_garbage_is_logged_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
+    e = engine(max_peers=1)
+    with caplog.at_level(logging.DEBUG, logger="trioudp"):
+        e.receive_datagram(b"not a frame at all, just bytes", A, 0.0)
+        feed(e, stream([b"ok"])[0])
+        e.receive_datagram(stream([b"x"], session=5)[0][0], B, 0.0)  # over max_peers
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0].startswith("dropped a 30-byte datagram from ('127.0.0.1', 4000): ")
+    assert "max_peers=1 are known" in messages[1]
+    assert {record.name for record in caplog.records} == {"trioudp._engine"}

@@ -108,7 +108,7 @@ async def test_logged_errors_do_not_stop_the_others(caplog: pytest.LogCaptureFix
         assert good == [b"good0", b"good1", b"good2"]
         assert router.statistics().handler_errors == 3
         assert "cannot handle b'bad2'" in caplog.text
-        assert caplog.records[0].name == "trioudp.router"
+        assert caplog.records[0].name == "trioudp._router"
         assert caplog.records[0].levelno == logging.ERROR
         nursery.cancel_scope.cancel()
 

@@ -102,7 +102,7 @@ if TYPE_CHECKING:
 
     Ts = TypeVarTuple("Ts")
 
-logger = logging.getLogger("trioudp")
+logger = logging.getLogger(__name__)
 
 #: Datagrams read per batch before the receive task lets other tasks run.
 RECEIVE_BATCH = 128

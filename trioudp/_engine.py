@@ -52,6 +52,7 @@ when the trio layer reports them with ``count_delivered``/``count_dropped``.
 from __future__ import annotations
 
 import heapq
+import logging
 import random
 import secrets
 from itertools import count as _count
@@ -93,6 +94,8 @@ from ._statistics import (
     endpoint_statistics,
     peer_statistics,
 )
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -412,6 +415,8 @@ class Engine:
                 counters.datagrams_unauthenticated += 1
             else:
                 counters.datagrams_malformed += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("dropped a %d-byte datagram from %s: %s", size, address, exc)
             return
         # One unpacking rather than an attribute lookup at each use: this runs
         # for every datagram.
@@ -992,6 +997,12 @@ class Engine:
         own.datagrams_received += 1
         own.bytes_received += size
         own.datagrams_over_limit += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "dropped a %d-byte datagram from a new peer: max_peers=%d are known",
+                size,
+                self.config.max_peers,
+            )
 
     # -- peers ------------------------------------------------------------------
 

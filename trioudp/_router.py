@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[Message], Awaitable[object]]
 
-logger = logging.getLogger("trioudp.router")
+logger = logging.getLogger(__name__)
 
 
 class MessageSource(Protocol):
