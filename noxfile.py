@@ -147,6 +147,15 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[1])
+def examples(session: nox.Session) -> None:
+    """Run every example program on loopback, each within a time limit, and
+    check what it prints (tests/test_examples.py; the tests sessions run them
+    too)."""
+    session.install(".", *TEST_REQUIREMENTS)
+    session.run("pytest", "--import-mode=importlib", "tests/test_examples.py", *session.posargs)
+
+
+@nox.session(python=PYTHONS[1])
 def wheel(session: nox.Session) -> None:
     """Build the wheel, install it (not the source tree) in a fresh virtualenv,
     check its metadata and entry points, and run the tests against it, as

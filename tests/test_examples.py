@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 from pathlib import Path
+
+import trio
+
+import trioudp
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -82,3 +87,70 @@ trio.run(main)
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert "failed" in output
+
+
+def port_of(process: subprocess.Popen[str], marker: str) -> int:
+    return int(ready(process, marker).rsplit(" ", 1)[1])
+
+
+async def test_stateless_server_answers_each_request_on_its_own() -> None:
+    server = start("stateless_server.py", "--port", "0", "--duration", "30")
+    try:
+        port = port_of(server, "stateless server listening on port")
+        async with trioudp.open_udp_connection("127.0.0.1", port) as conn:
+            answers: list[str] = []
+            for request in (b"TIME", b"ECHO hello there", b"DANCE", b"\xff\xfe"):
+                await conn.send(request)
+                with trio.fail_after(10):
+                    answers.append((await conn.receive()).payload.decode())
+        assert datetime.datetime.fromisoformat(answers[0]).tzinfo is not None
+        assert answers[1:3] == ["hello there", "Unknown command"]
+        assert answers[3].startswith("Error: 'utf-8' codec can't decode")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_large_data_arrives_whole() -> None:
+    receiver = start("large_data.py", "receive", "--port", "0", "--timeout", "60")
+    try:
+        port = port_of(receiver, "receiving on port")
+        sender = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLES / "large_data.py"),
+                "send",
+                "--port",
+                str(port),
+                "--size",
+                "3000000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert sender.returncode == 0, sender.stdout + sender.stderr
+        output, _ = receiver.communicate(timeout=60)
+    finally:
+        receiver.kill()
+        receiver.communicate()
+    sent_digest = sender.stdout.split("sha256 ")[1].split()[0]
+    assert f"received 3,000,000 bytes sha256 {sent_digest}" in output
+    assert "acknowledged in" in sender.stdout
+
+
+async def test_timeout_server_does_idle_work_and_loses_nothing() -> None:
+    server = start("timeout_server.py", "--port", "0", "--tick", "0.2", "--duration", "3")
+    port = port_of(server, "timeout server listening on port")
+    async with trioudp.open_udp_connection("127.0.0.1", port) as conn:
+        for text in (b"one", b"two"):
+            await conn.send(text)
+            with trio.fail_after(10):
+                assert (await conn.receive()).payload == b"Response"
+    output, _ = server.communicate(timeout=30)
+    lines = output.splitlines()
+    assert "received: one" in lines
+    assert "received: two" in lines
+    assert any(line.startswith("idle; ") for line in lines)
+    assert lines[-1] == "shutting down after 2 answered"
