@@ -16,7 +16,7 @@ import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing", "wheel"]
+nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing", "wheel", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The oldest trio we support (pyproject's floor) is tested too.
@@ -144,6 +144,16 @@ def typing(session: nox.Session) -> None:
     # Run from elsewhere, so that it sees the installed package, not the tree.
     session.chdir(session.create_tmp())
     session.run("pyright", "--verifytypes", "trioudp", "--ignoreexternal")
+
+
+@nox.session(python=PYTHONS[1])
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx documentation with every warning an error (-W) and every
+    reference to trioudp resolved (-n), into docs/_build/html."""
+    session.install(".", "sphinx>=7", "myst-parser>=2", "furo", "pytest>=8.0")
+    session.run(
+        "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
 
 
 @nox.session(python=PYTHONS[1])
