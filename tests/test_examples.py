@@ -154,3 +154,31 @@ async def test_timeout_server_does_idle_work_and_loses_nothing() -> None:
     assert "received: two" in lines
     assert any(line.startswith("idle; ") for line in lines)
     assert lines[-1] == "shutting down after 2 answered"
+
+
+def test_control_system_link() -> None:
+    controller = start("control_system.py", "server", "--port", "0", "--duration", "30")
+    try:
+        port = port_of(controller, "controller listening on port")
+        console = subprocess.run(
+            [sys.executable, str(EXAMPLES / "control_system.py"), "client", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        controller.terminate()
+        controller.communicate(timeout=30)
+    assert console.returncode == 0, console.stdout + console.stderr
+    assert console.stdout.splitlines() == [
+        '#0 [ack] {"ok": "valve"}',
+        '#1 [ack] {"ok": "pump"}',
+        '#2 [status] {"pump": 1200.0, "valve": 0.25}',
+        "#3 [ack] done: STOP",
+        "#4 [status] {}",
+        "state ESTABLISHED",
+        console.stdout.splitlines()[-1],
+    ]
+    last = console.stdout.splitlines()[-1]
+    assert last.startswith("sent 5, acknowledged 5, received 5, damaged 0, rtt ")

@@ -71,7 +71,7 @@ class Router:
 
     ``errors`` says what an exception in a handler does: ``"raise"`` (the
     default) ends ``run()`` and the other handlers and raises it, as any trio
-    nursery would; ``"log"`` logs it (logger ``trioudp.router``, with the
+    nursery would; ``"log"`` logs it (logger ``trioudp._router``, with the
     traceback), counts it, and goes on with that handler's next message.
     Without a default handler, ``run()`` subscribes the source to the routed
     topics, so other topics are dropped before their payload is copied.
