@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 import trioudp
@@ -182,3 +184,45 @@ def test_control_system_link() -> None:
     ]
     last = console.stdout.splitlines()[-1]
     assert last.startswith("sent 5, acknowledged 5, received 5, damaged 0, rtt ")
+
+
+def test_helloer_hears_that_no_one_listens() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    helloer = subprocess.run(
+        [sys.executable, str(EXAMPLES / "helloer.py"), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert helloer.returncode == 1
+    assert helloer.stdout.splitlines() == [
+        f"now we can only send to host 127.0.0.1 port {port}",
+        "No one listening",
+    ]
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+async def test_ipv6_listener_answers() -> None:
+    listener = start("ipv6_listener.py", "--port", "0", "--duration", "30")
+    try:
+        port = int(ready(listener, "listening on [::1]:").rsplit(":", 1)[1])
+        async with trioudp.open_udp_connection("::1", port) as conn:
+            await conn.send(b"hi")
+            with trio.fail_after(10):
+                assert (await conn.receive()).payload == b"hello over IPv6"
+    finally:
+        listener.terminate()
+        output, _ = listener.communicate(timeout=30)
+    assert "received b'hi' from [::1]:" in output
