@@ -78,25 +78,44 @@ def test_segment_size_is_read_from_the_gro_message_only() -> None:
     assert gro_segment_size([]) == 0
 
 
-async def _transfer(payloads: list[bytes], **options: Any) -> tuple[Any, Any]:
+async def _transfer(payloads: list[bytes], host: str = LOCAL, **options: Any) -> tuple[Any, Any]:
     """Send ``payloads`` from one server to another, one at a time (the
     receiver turns GRO on when the first large datagram arrives, so later ones
     may come coalesced); both ends' statistics."""
     async with (
-        trioudp.open_udp_server(LOCAL, 0, **options) as receiver,
-        trioudp.open_udp_server(LOCAL, 0, **options) as sender,
+        trioudp.open_udp_server(host, 0, **options) as receiver,
+        trioudp.open_udp_server(host, 0, **options) as sender,
     ):
         for payload in payloads:
-            await sender.send_to(receiver.local_address, payload)
+            await sender.send_to(receiver.local_address[:2], payload)
             with trio.fail_after(10):
                 assert (await receiver.receive()).payload == payload
         return sender.statistics(), receiver.statistics()
 
 
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 @needs_gso
-async def test_a_large_message_goes_in_few_system_calls_and_arrives_whole() -> None:
+@pytest.mark.parametrize(
+    "host",
+    [
+        LOCAL,
+        pytest.param(
+            "::1",
+            marks=pytest.mark.skipif(not _has_ipv6(), reason="this machine has no ::1"),
+        ),
+    ],
+)
+async def test_a_large_message_goes_in_few_system_calls_and_arrives_whole(host: str) -> None:
     payloads = [bytes([index]) * 200_000 + b"end" for index in range(3)]
-    sent, received = await _transfer(payloads)
+    sent, received = await _transfer(payloads, host)
     fragments = sent.datagrams_sent
     assert fragments >= 3 * 170
     # Every full run of fragments went to the kernel as one GSO send.
