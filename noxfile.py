@@ -158,11 +158,21 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[1])
 def examples(session: nox.Session) -> None:
-    """Run every example program on loopback, each within a time limit, and
-    check what it prints (tests/test_examples.py; the tests sessions run them
-    too)."""
+    """Run every example program, each within a time limit, and check what it
+    prints: on loopback (tests/test_examples.py), and the multicast and
+    broadcast ones between test hosts in network namespaces (test_netns.py's
+    test_example_*, skipped with the reason without root). The tests sessions
+    run them too."""
     session.install(".", *TEST_REQUIREMENTS)
-    session.run("pytest", "--import-mode=importlib", "tests/test_examples.py", *session.posargs)
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        "tests/test_examples.py",
+        "tests/test_netns.py",
+        "-k",
+        "example",
+        *session.posargs,
+    )
 
 
 @nox.session(python=PYTHONS[1])
