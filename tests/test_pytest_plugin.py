@@ -48,7 +48,7 @@ async def test_the_fake_network_has_the_markers_faults(
 
 @pytest.mark.trioudp_faults(HARSH)
 def test_a_faults_preset_in_the_marker(udp_fake_network: FakeNetwork) -> None:
-    assert udp_fake_network._default == HARSH
+    assert udp_fake_network.faults == HARSH
 
 
 def test_the_free_port_can_be_bound(free_udp_port: int) -> None:
@@ -63,7 +63,7 @@ def test_the_plugin_is_registered_by_its_entry_point(pytester: pytest.Pytester) 
 
         @pytest.mark.trioudp_faults(loss=0.5, duplicate=0.1)
         def test_faults(udp_fake_network):
-            assert udp_fake_network._default.loss == 0.5
+            assert udp_fake_network.faults.loss == 0.5
 
         def test_seed(udp_fake_network, request):
             assert request.config.getoption("--trioudp-seed") == 7

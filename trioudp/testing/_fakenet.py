@@ -198,6 +198,11 @@ class FakeNetwork:
         self._refusals: list[int] = []
         self.statistics: NetworkStatistics = NetworkStatistics()
 
+    @property
+    def faults(self) -> Faults:
+        """The faults of every link that ``set_faults`` did not set otherwise."""
+        return self._default
+
     @contextmanager
     def installed(self) -> Generator[FakeNetwork, None, None]:
         """Make trioudp endpoints opened in this context use this network."""
