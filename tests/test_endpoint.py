@@ -601,3 +601,43 @@ async def test_iterating_waiting_messages_still_lets_other_tasks_run() -> None:
             scope.cancel()
             with pytest.raises(trio.Cancelled):
                 await server.receive()
+
+
+async def test_a_connection_never_talks_to_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Connecting to a free local port can give the socket that port as its own
+    # (the kernel's choice): made to happen here by binding the first socket so.
+    port = free_port()
+    made: list[socket.socket] = []
+
+    def new_socket(family: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if not made:
+            sock.bind((LOCAL, port))
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr("trioudp._sockets.new_socket", new_socket)
+    async with trioudp.open_udp_connection(LOCAL, port) as conn:
+        assert len(made) == 2
+        assert made[0].fileno() == -1  # the self-connected one was closed
+        assert conn.local_address[1] != port
+        await conn.send(b"anyone?")
+        with trio.fail_after(5), pytest.raises(trioudp.UnreachableError):
+            await conn.receive()
+
+
+async def test_a_socket_that_keeps_connecting_to_itself_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+
+    def new_socket(family: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((LOCAL, port))
+        return sock
+
+    monkeypatch.setattr("trioudp._sockets.new_socket", new_socket)
+    with pytest.raises(OSError, match="connected to itself; pass local_address="):
+        async with trioudp.open_udp_connection(LOCAL, port):
+            pass

@@ -27,6 +27,10 @@ _UNREACHABLE_ERRNOS = frozenset(
 )
 
 
+#: Sockets made before giving up on one that is not connected to itself.
+SELF_CONNECT_ATTEMPTS = 8
+
+
 def is_unreachable(exc: OSError) -> bool:
     """An error the kernel reports after an ICMP error came back: not the
     socket's fault, and no reason to stop using it."""
@@ -110,19 +114,33 @@ def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_s
 async def client_socket(
     host: str, port: int, local_address: tuple[str, int] | None, config: Config
 ) -> stdlib_socket.socket:
-    """A UDP socket connected to ``host``:``port`` (resolved once, first address)."""
+    """A UDP socket connected to ``host``:``port`` (resolved once, first address).
+
+    Connecting to a local port nobody holds may give the socket that very port
+    as its own (the kernel picks the ephemeral port after the destination is
+    known): a socket talking to itself, which would answer its own messages.
+    Such a socket is closed and another one made; a ``local_address`` chosen by
+    the caller is kept as it is."""
     check_port(port)
     family, sockaddr = await _resolve(host, port)
-    sock = new_socket(family)
-    try:
-        configure(sock, config)
-        if local_address is not None:
-            sock.bind(local_address)
-        sock.connect(sockaddr)
-    except BaseException:
+    for _attempt in range(SELF_CONNECT_ATTEMPTS):
+        sock = new_socket(family)
+        try:
+            configure(sock, config)
+            if local_address is not None:
+                sock.bind(local_address)
+            sock.connect(sockaddr)
+            if local_address is not None or sock.getsockname() != sock.getpeername():
+                return sock
+        except BaseException:
+            sock.close()
+            raise
         sock.close()
-        raise
-    return sock
+    raise OSError(
+        errno.EADDRNOTAVAIL,
+        f"connecting to {host} port {port} kept giving a socket connected to itself; "
+        f"pass local_address= to choose the local port",
+    )
 
 
 def adopt_socket(sock: stdlib_socket.socket | trio.socket.SocketType) -> stdlib_socket.socket:
