@@ -19,12 +19,6 @@ from trioudp.testing import FakeNetwork
 LOCAL = "127.0.0.1"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOCAL, 0))
-        return int(sock.getsockname()[1])
-
-
 async def run(argv: list[str], out: io.StringIO) -> None:
     arguments = _parser().parse_args(argv)
     await arguments.run(arguments, out)
@@ -40,8 +34,8 @@ def test_addresses() -> None:
             host_port(bad)
 
 
-async def test_listen_prints_what_send_sends() -> None:
-    port = free_port()
+async def test_listen_prints_what_send_sends(free_udp_port: int) -> None:
+    port = free_udp_port
     out = io.StringIO()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
@@ -59,9 +53,9 @@ async def test_listen_prints_what_send_sends() -> None:
 
 
 async def test_listen_in_hex_and_reliable_send_from_stdin(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, free_udp_port: int
 ) -> None:
-    port = free_port()
+    port = free_udp_port
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"one\ntwo\n\x01\x02\n")))
     async with trio.open_nursery() as nursery:
@@ -74,8 +68,8 @@ async def test_listen_in_hex_and_reliable_send_from_stdin(
     assert shown == ["6f 6e 65", "74 77 6f", "01 02"]
 
 
-async def test_echo_answers_a_plain_socket_in_raw_mode() -> None:
-    port = free_port()
+async def test_echo_answers_a_plain_socket_in_raw_mode(free_udp_port: int) -> None:
+    port = free_udp_port
     out = io.StringIO()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run, ["echo", f"{LOCAL}:{port}", "--raw", "--count", "1"], out)
@@ -126,7 +120,7 @@ async def test_bench_prints_two_rates() -> None:
     assert all(float(line.split()[1].replace(",", "")) > 0 for line in finals)
 
 
-def test_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_statuses(capsys: pytest.CaptureFixture[str], free_udp_port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind((LOCAL, 0))
         port = taken.getsockname()[1]
@@ -136,7 +130,7 @@ def test_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
         main(["send", "nowhere", "x"])
     assert usage.value.code == 2
     # A reliable send nobody acknowledges fails after --timeout.
-    assert main(["send", f"{LOCAL}:{free_port()}", "x", "--reliable", "--timeout", "0.5"]) == 1
+    assert main(["send", f"{LOCAL}:{free_udp_port}", "x", "--reliable", "--timeout", "0.5"]) == 1
     assert "trioudp send:" in capsys.readouterr().err
 
 

@@ -75,12 +75,10 @@ def test_the_guide_has_four_echo_servers() -> None:
 
 
 @pytest.mark.parametrize(("title", "code"), echo_programs(), ids=lambda v: str(v)[:20])
-def test_migration_echo_server_echoes(title: str, code: str) -> None:
+def test_migration_echo_server_echoes(title: str, code: str, free_udp_port: int) -> None:
     if "twisted" in code and importlib.util.find_spec("twisted") is None:
         pytest.skip("Twisted is not installed (nox -s bench installs it)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port
     program = code.replace("9999", str(port))
     if "async def main" in program and "run(main" not in program:
         program += "\nasyncio.run(main())\n"

@@ -307,16 +307,7 @@ async def test_unreachable_errors_do_not_stop_a_server() -> None:
                 assert (await server.receive()).payload == b"ok"
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.ipv6
 async def test_ipv6_echo() -> None:
     async with trioudp.open_udp_server("::1", 0) as server, trio.open_nursery() as nursery:
         nursery.start_soon(echo, server)
@@ -329,7 +320,7 @@ async def test_ipv6_echo() -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.ipv6
 async def test_dual_stack_server_takes_ipv4_and_sends_to_ipv4_addresses() -> None:
     async with trioudp.open_udp_server(None, 0) as server:
         port = server.local_address[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -186,10 +185,8 @@ def test_control_system_link() -> None:
     assert last.startswith("sent 5, acknowledged 5, received 5, damaged 0, rtt ")
 
 
-def test_helloer_hears_that_no_one_listens() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def test_helloer_hears_that_no_one_listens(free_udp_port: int) -> None:
+    port = free_udp_port
     helloer = subprocess.run(
         [sys.executable, str(EXAMPLES / "helloer.py"), "--port", str(port)],
         capture_output=True,
@@ -204,16 +201,7 @@ def test_helloer_hears_that_no_one_listens() -> None:
     ]
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.ipv6
 async def test_ipv6_listener_answers() -> None:
     listener = start("ipv6_listener.py", "--port", "0", "--duration", "30")
     try:

@@ -93,24 +93,12 @@ async def _transfer(payloads: list[bytes], host: str = LOCAL, **options: Any) ->
         return sender.statistics(), receiver.statistics()
 
 
-def _has_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @needs_gso
 @pytest.mark.parametrize(
     "host",
     [
         LOCAL,
-        pytest.param(
-            "::1",
-            marks=pytest.mark.skipif(not _has_ipv6(), reason="this machine has no ::1"),
-        ),
+        pytest.param("::1", marks=pytest.mark.ipv6),
     ],
 )
 async def test_a_large_message_goes_in_few_system_calls_and_arrives_whole(host: str) -> None:
