@@ -54,10 +54,14 @@ def _options(arguments: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _where(address: Any) -> str:
+    """An address as HOST:PORT, or [HOST]:PORT for IPv6."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _show(message: Message, *, as_hex: bool) -> str:
-    host, port = message.address[0], message.address[1]
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    parts = [where]
+    parts = [_where(message.address)]
     if message.sequence is not None:
         parts.append(f"#{message.sequence}")
     if message.topic:
@@ -106,9 +110,7 @@ async def join(arguments: argparse.Namespace, out: TextIO) -> None:
 
 
 def _started(address: Any, what: str, out: TextIO) -> None:
-    host, port = address[0], address[1]
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    print(f"trioudp: {what} {shown} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(f"trioudp: {what} {_where(address)} (Ctrl-C to stop)", file=sys.stderr, flush=True)
 
 
 async def send(arguments: argparse.Namespace, out: TextIO) -> None:

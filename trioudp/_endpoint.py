@@ -602,7 +602,7 @@ class _Endpoint(_Receiving):
         has no room; other failures drop it (counted): reliable delivery sends
         again whatever is lost, as if the network had lost it."""
         if len(run) > 1 and not self._gso:
-            # Segmentation was refused since the run was cut.
+            # Segmentation was refused (by this run, or since it was cut).
             for index in range(len(run)):
                 self._send_now(run[index : index + 1])
             return
@@ -622,8 +622,7 @@ class _Endpoint(_Receiving):
                 self._receive_error(exc)
                 return
             if len(run) > 1 and self._offload_refused(exc):
-                for index in range(len(run)):
-                    self._send_now(run[index : index + 1])
+                self._send_now(run)  # now one datagram per call
                 return
             if exc.errno not in (errno.ENOBUFS, errno.EMSGSIZE, errno.EPERM):
                 raise
@@ -958,8 +957,7 @@ class _Serving(_Endpoint):
         resolved once and remembered), with an optional ``topic`` and
         ``priority`` (a :class:`Priority` or DSCP for this message only). Waits
         only while the kernel's buffer is full."""
-        peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
-        self._after_engine()
+        peer = await self._peer_at(address)
         await self._send_to(peer, [payload], topic=topic, priority=priority)
 
     async def send_batch_to(
@@ -972,9 +970,14 @@ class _Serving(_Endpoint):
     ) -> None:
         """Send several messages to ``address``, in order, as ``send_to`` does
         each (see :meth:`Connection.send_batch`)."""
+        peer = await self._peer_at(address)
+        await self._send_to(peer, _batch(payloads), topic=topic, priority=priority)
+
+    async def _peer_at(self, address: Any) -> Peer:
+        """The peer to send to at ``address`` (resolved once and remembered)."""
         peer = self._engine.peer_for(await self._addresses.lookup(address), trio.current_time())
         self._after_engine()
-        await self._send_to(peer, _batch(payloads), topic=topic, priority=priority)
+        return peer
 
     async def serve(
         self,
@@ -1119,13 +1122,7 @@ class Connection(_Receiving):
 
         A cancellation point on every call; it lets other tasks run at least
         once per 16 datagrams sent, rather than after each one."""
-        peer = self._peer
-        if peer.closed:
-            # This connection ended but the endpoint is open: talk to whichever
-            # peer state the address has now, so one sequence space is used.
-            peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
-            self._endpoint._after_engine()
-        await self._endpoint._send_to(peer, [payload], topic=topic, priority=priority)
+        await self._endpoint._send_to(self._live_peer(), [payload], topic=topic, priority=priority)
 
     async def send_batch(
         self, payloads: Iterable[Buffer], *, topic: str = "", priority: int | None = None
@@ -1139,11 +1136,19 @@ class Connection(_Receiving):
         Every payload is checked before any is sent. In reliable mode it waits
         for room in the peer's window as often as needed; a cancellation while
         it waits leaves the messages before that point sent."""
+        await self._endpoint._send_to(
+            self._live_peer(), _batch(payloads), topic=topic, priority=priority
+        )
+
+    def _live_peer(self) -> Peer:
+        """The peer to send to: this connection's, or if it ended while the
+        endpoint is open, whichever peer state the address has now (so one
+        sequence space is used)."""
         peer = self._peer
         if peer.closed:
             peer = self._endpoint._engine.peer_for(peer.address, trio.current_time())
             self._endpoint._after_engine()
-        await self._endpoint._send_to(peer, _batch(payloads), topic=topic, priority=priority)
+        return peer
 
     def _inbox(self) -> _Inbox:
         return self._claim()
