@@ -469,31 +469,28 @@ class Engine:
             # The common case, without the general path's calls: the next
             # message of a known unicast session, in order, with nothing waiting.
             ordered = stream.window
+            limit = self.config.max_message_size
             if (
                 type(ordered) is OrderedWindow
                 and sequence == ordered.base
                 and not ordered.pending
-                and length <= self.config.max_message_size
+                and length <= limit
+                and (not parts or max(map(len, parts)) <= limit)
             ):
+                stream.last_activity = now
+                text = topic.decode() if topic else ""
                 if not parts:
-                    stream.last_activity = now
-                    text = topic.decode() if topic else ""
                     self._events.append(Message(bytes(payload), address, sequence, text, peer, 1))
                     ordered.step()
                     return
-                if max(map(len, parts)) <= self.config.max_message_size:
-                    stream.last_activity = now
-                    text = topic.decode() if topic else ""
-                    self._events.extend(
-                        [
-                            Message(
-                                bytes(part), address, (sequence + i) & 0xFFFFFFFF, text, peer, 1
-                            )
-                            for i, part in enumerate(parts)
-                        ]
-                    )
-                    ordered.step(len(parts))
-                    return
+                self._events.extend(
+                    [
+                        Message(bytes(part), address, (sequence + i) & 0xFFFFFFFF, text, peer, 1)
+                        for i, part in enumerate(parts)
+                    ]
+                )
+                ordered.step(len(parts))
+                return
         first = frame.oldest if self.reliable else sequence
         stream = self._stream(peer, group, session, first, now)
         if stream is None:

@@ -289,12 +289,18 @@ def encode_bundle(
 ) -> bytes:
     """One BUNDLE frame carrying ``payloads`` as messages ``sequence``,
     ``sequence + 1``, ... (the caller checks that it fits a datagram)."""
-    flags = FLAG_BUNDLE | (FLAG_GROUP if group else 0) | (FLAG_AUTH if key is not None else 0)
+    flags, extra = _flags_and_topic(topic, group=group, key=key)
+    header = _HEADER.pack(MAGIC, VERSION, flags | FLAG_BUNDLE, session, sequence)
+    return sealer(key)(header + extra + bundle_body(payloads))
+
+
+def _flags_and_topic(topic: bytes, *, group: bool, key: bytes | None) -> tuple[int, bytes]:
+    """The flags a message frame's options set, and its topic field."""
+    flags = (FLAG_GROUP if group else 0) | (FLAG_AUTH if key is not None else 0)
     extra = _topic_field(topic)
     if extra:
         flags |= FLAG_TOPIC
-    header = _HEADER.pack(MAGIC, VERSION, flags, session, sequence)
-    return sealer(key)(header + extra + bundle_body(payloads))
+    return flags, extra
 
 
 def frame_overhead(*, topic: bytes, key: bytes | None, reliable: bool) -> int:
@@ -366,13 +372,8 @@ def encode_message(
     a ``key`` each frame ends in a BLAKE2b tag instead of a CRC32C."""
     view = memoryview(payload)
     length = view.nbytes
-    flags = FLAG_GROUP if group else 0
-    if key is not None:
-        flags |= FLAG_AUTH
+    flags, extra = _flags_and_topic(topic, group=group, key=key)
     seal = sealer(key)
-    extra = _topic_field(topic)
-    if extra:
-        flags |= FLAG_TOPIC
     chunk = fragment_size(length, max_datagram_size, topic=topic, key=key, reliable=False)
     if chunk == length:
         return [seal(_HEADER.pack(MAGIC, VERSION, flags, session, sequence) + extra + view)]
@@ -390,8 +391,7 @@ def encode_message(
 def encode_plain(session: int, sequence: int, payload: bytes) -> bytes:
     """A whole message in a frame without options (the caller checks that it
     fits): what ``encode_message`` makes of it, with less work."""
-    body = _HEADER.pack(MAGIC, VERSION, 0, session, sequence) + payload
-    return body + _CRC.pack(crc32c(body))
+    return _seal(_HEADER.pack(MAGIC, VERSION, 0, session, sequence) + payload)
 
 
 def encode_reliable(
