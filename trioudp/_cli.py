@@ -86,18 +86,15 @@ async def _print_messages(
                 break
 
 
-async def listen(arguments: argparse.Namespace, out: TextIO) -> None:
+async def listen(arguments: argparse.Namespace, out: TextIO, *, reply: bool = False) -> None:
     host, port = arguments.address
     async with open_udp_server(host or None, port, **_options(arguments)) as server:
-        _started(server.local_address, "listening on", out)
-        await _print_messages(server, arguments, out)
+        _started(server.local_address, "echoing on" if reply else "listening on", out)
+        await _print_messages(server, arguments, out, reply=reply)
 
 
 async def echo(arguments: argparse.Namespace, out: TextIO) -> None:
-    host, port = arguments.address
-    async with open_udp_server(host or None, port, **_options(arguments)) as server:
-        _started(server.local_address, "echoing on", out)
-        await _print_messages(server, arguments, out, reply=True)
+    await listen(arguments, out, reply=True)
 
 
 async def join(arguments: argparse.Namespace, out: TextIO) -> None:
