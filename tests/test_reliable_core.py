@@ -11,6 +11,7 @@ from trioudp._frame import (
     Ack,
     decode_ack_untrusted,
     decode_frame_untrusted,
+    encode_control,
     encode_reliable,
     sealer,
 )
@@ -148,18 +149,23 @@ def test_acknowledger_acks_every_second_datagram_and_at_once_on_a_gap() -> None:
     assert decode_ack_untrusted(acks.body(1.01, 300, 5, 2)).ranges == [(3, 3), (1, 0)]
 
 
-def reliable_frame(sequence: int, packet: int, payload: bytes = b"x", oldest: int = 0) -> bytes:
+def reliable_frame(
+    sequence: int, packet: int, payload: bytes = b"x", oldest: int = 0, key: bytes | None = None
+) -> bytes:
     return encode_reliable(
-        99, sequence, packet, oldest, None, b"", payload, sealer(None), authenticated=False
+        99, sequence, packet, oldest, None, b"", payload, sealer(key), authenticated=key is not None
     )
 
 
-def acknowledge_sparse_packets(*, chosen: bool) -> EndpointStatistics:
-    e = Engine(Config(reliable=True), now=0.0)
+KEY = bytes(range(32))
+
+
+def acknowledge_sparse_packets(*, chosen: bool, key: bytes | None = None) -> EndpointStatistics:
+    e = Engine(Config(reliable=True), now=0.0, key=key)
     if chosen:
         e.peer_for(A, 0.0)  # the application sent to A first: not a spoofed source
     for index in range(200):
-        e.receive_datagram(reliable_frame(index, 2 * index), A, index * 0.001)
+        e.receive_datagram(reliable_frame(index, 2 * index, key=key), A, index * 0.001)
         for event in e.take_events():
             if isinstance(event, Message):
                 e.count_delivered(event)  # as a receive channel would
@@ -167,17 +173,53 @@ def acknowledge_sparse_packets(*, chosen: bool) -> EndpointStatistics:
     return e.statistics()
 
 
-def test_acknowledgements_to_an_address_never_exceed_three_times_what_it_sent() -> None:
+@pytest.mark.parametrize("key", [None, KEY], ids=["crc", "keyed"])
+def test_acknowledgements_to_an_address_never_exceed_three_times_what_it_sent(
+    key: bytes | None,
+) -> None:
     """RFC 9000 §8.1: a spoofed source must not turn the engine into an
     amplifier. Every other packet number is skipped, so every datagram makes
     an immediate ACK with more and more ranges: more than 3x the bytes unless
-    the limit trims them, as it does for an address the application never chose."""
-    free = acknowledge_sparse_packets(chosen=True)
-    assert free.bytes_sent > 3 * free.bytes_received
-    limited = acknowledge_sparse_packets(chosen=False)
+    the limit trims them, as it does for an address the application never chose.
+    The trim counts the frame's real size: with a key an empty ACK ends in a
+    16-byte tag, not a 4-byte CRC (it was once taken for 38 bytes, not 50)."""
+    free = acknowledge_sparse_packets(chosen=True, key=key)
+    # (A keyed frame of one byte is 41 bytes, so its 8-range ACKs stay within 3x.)
+    assert free.bytes_sent > (3 if key is None else 2.5) * free.bytes_received
+    limited = acknowledge_sparse_packets(chosen=False, key=key)
+    assert limited.control_suppressed == 0
     assert limited.acks_sent == free.acks_sent  # trimmed, not withheld
     assert limited.bytes_sent <= 3 * limited.bytes_received
     assert limited.datagrams_received == limited.datagrams_accounted
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["crc", "keyed"])
+def test_pings_from_a_spoofed_address_get_acks_trimmed_to_their_real_size(
+    key: bytes | None,
+) -> None:
+    """Each PING asks for an ACK carrying every range held, more bytes than the
+    PING itself: the amplification limit trims the ranges to what fits. It must
+    count the ACK's real size (with a key, a 16-byte tag rather than a 4-byte
+    CRC), or ACKs that would have fitted with fewer ranges are withheld."""
+    e = Engine(Config(reliable=True), now=0.0, key=key)
+    now = 0.0
+    for index in range(20):
+        e.receive_datagram(reliable_frame(index, 2 * index, key=key), A, now)
+        for event in e.take_events():
+            if isinstance(event, Message):
+                e.count_delivered(event)
+        e.take_datagrams(now)
+        now += 0.001
+    ping = encode_control(KIND_PING, 99, 20, b"", sealer(key), authenticated=key is not None)
+    for _ in range(200):
+        e.receive_datagram(ping, A, now)
+        e.take_events()
+        e.take_datagrams(now)
+        now += 0.001
+    stats = e.statistics()
+    assert stats.control_suppressed == 0
+    assert stats.acks_sent == 20 + 200 - 1  # (the first two packets share one ACK)
+    assert stats.bytes_sent <= 3 * stats.bytes_received
 
 
 def test_a_receiver_without_the_session_starts_at_the_senders_oldest_message() -> None:

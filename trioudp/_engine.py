@@ -60,9 +60,12 @@ from math import inf
 from typing import TYPE_CHECKING, Literal, NamedTuple, cast
 
 from ._frame import (
+    ACK_FIXED_SIZE,
+    ACK_RANGE_SIZE,
     KIND_ACK,
     KIND_PING,
     KIND_REJECT,
+    MAX_ACK_RANGES,
     MAX_TOPIC,
     OVERHEAD,
     PART_OVERHEAD,
@@ -71,6 +74,8 @@ from ._frame import (
     Ack,
     BadFrame,
     Frame,
+    byte_view,
+    control_size,
     decode_ack_untrusted,
     decode_frame_untrusted,
     encode_ack_body,
@@ -118,9 +123,6 @@ AMPLIFICATION = 3
 #: Ranges an ACK carries at most: the newest; a packet whose ACK was lost and
 #: whose range has dropped out is taken for lost and sent again.
 ACK_RANGES_SENT = 8
-#: Bytes of an ACK frame with no range (with a CRC), and per range.
-EMPTY_ACK_SIZE = 16 + 1 + 17 + 4
-ACK_RANGE_SIZE = 8
 #: Seconds between two REJECTs to one peer (and to unknown addresses together).
 REJECT_INTERVAL = 1.0
 #: Keepalive PINGs go after this share (drawn at random) of ``keepalive``.
@@ -1090,7 +1092,8 @@ class Engine:
         or broadcast address); raises ValueError if it is larger than the
         configured limits allow, or TypeError if it is not bytes."""
         config = self.config
-        size = self._checked_size(payload)
+        payload = self._checked(payload)
+        size = payload.nbytes
         if self.framing:
             datagrams = encode_message(
                 peer.send_session,
@@ -1148,7 +1151,7 @@ class Engine:
         messages share BUNDLE frames up to ``max_datagram_size`` (one header and
         one checksum), larger ones go as ``encode`` sends them. Every payload is
         checked before anything is encoded."""
-        self.check_payloads(payloads)
+        payloads = self.check_payloads(payloads)
         if not self.framing or len(payloads) == 1:
             datagrams: list[bytes] = []
             for payload in payloads:
@@ -1216,26 +1219,21 @@ class Engine:
         counters.bytes_sent += sum(map(len, datagrams))
         peer.last_activity = peer.last_sent = now
 
-    def check_payloads(self, payloads: Sequence[Buffer]) -> None:
-        """Raise as ``encode`` would if any of ``payloads`` cannot be sent."""
-        for payload in payloads:
-            self._checked_size(payload)
+    def check_payloads(self, payloads: Sequence[Buffer]) -> list[memoryview]:
+        """Each of ``payloads`` as a view of its bytes; raises as ``encode`` would
+        if any of them cannot be sent."""
+        return [self._checked(payload) for payload in payloads]
 
-    def _checked_size(self, payload: Buffer) -> int:
-        try:
-            size = memoryview(payload).nbytes
-        except TypeError:
-            raise TypeError(
-                f"a payload must be bytes-like (bytes, bytearray, memoryview), got "
-                f"{type(payload).__name__}; encode text first, e.g. text.encode()"
-            ) from None
+    def _checked(self, payload: Buffer) -> memoryview:
+        view = byte_view(payload)
+        size = view.nbytes
         limit = self.config.max_message_size
         if self.framing and size > limit:
             raise ValueError(
                 f"a {size}-byte message is larger than max_message_size={limit}; "
                 f"raise max_message_size on both ends"
             )
-        return size
+        return view
 
     # -- reliable sending -------------------------------------------------------
 
@@ -1251,7 +1249,7 @@ class Engine:
         """Queue a reliable message to ``peer`` (its datagrams come out of
         ``take_datagrams``); check ``failure`` and ``has_room`` first. Raises
         like ``encode`` for a payload the limits do not allow."""
-        self._checked_size(payload)
+        payload = self._checked(payload)
         sender = peer.sender
         if sender is None:
             config = self.config
@@ -1297,12 +1295,15 @@ class Engine:
             window = cast("OrderedWindow", stream.window)
             credit = max(self.config.reorder_window - peer.unconsumed, 0)
             limit = (window.base - 1 + credit) & 0xFFFFFFFF
-            ranges = ACK_RANGES_SENT
+            most = MAX_ACK_RANGES
             if not peer.validated:
                 # Fewer ranges rather than no ACK within the amplification limit.
                 room = AMPLIFICATION * peer.counters.bytes_received - peer.control_bytes
-                ranges = max(min(ranges, (room - EMPTY_ACK_SIZE) // ACK_RANGE_SIZE), 0)
-            body = stream.acks.body(now, limit, peer.send_session, window.base, ranges)
+                empty = control_size(ACK_FIXED_SIZE, self.key)
+                most = max(min(most, (room - empty) // ACK_RANGE_SIZE), 0)
+            body = stream.acks.body(
+                now, limit, peer.send_session, window.base, ACK_RANGES_SENT, most
+            )
             self._send_control(peer, KIND_ACK, stream.session, limit, body)
         sender = peer.sender
         if peer.ping_due:

@@ -268,6 +268,26 @@ def _split_bundle_untrusted(body: memoryview) -> tuple[memoryview, ...]:
     return tuple(parts)
 
 
+def byte_view(payload: object) -> memoryview:
+    """``payload`` as a flat view of its bytes, whatever its item type or shape
+    (an ``array('I')``, a 2-D memoryview): messages are sent byte by byte.
+    Raises TypeError, naming the type, for anything that is not a C-contiguous
+    bytes-like object."""
+    try:
+        view = memoryview(payload)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a payload must be bytes-like (bytes, bytearray, memoryview, array, ...), "
+            f"got {type(payload).__name__}; encode text first, e.g. text.encode()"
+        ) from None
+    if not view.c_contiguous:
+        raise TypeError(
+            f"a payload must be C-contiguous, and this {type(payload).__name__} is not; "
+            f"send a contiguous copy, e.g. bytes(payload) or numpy.ascontiguousarray()"
+        )
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 def bundle_body(payloads: Sequence[Buffer]) -> bytes:
     """A BUNDLE frame's body: each payload (at most MAX_PART bytes) after its length."""
     pack = _PART_LENGTH.pack
@@ -370,7 +390,7 @@ def encode_message(
     """The datagrams that carry one message: one frame if it fits in
     ``max_datagram_size`` bytes, otherwise fragments of at most that size. With
     a ``key`` each frame ends in a BLAKE2b tag instead of a CRC32C."""
-    view = memoryview(payload)
+    view = byte_view(payload)
     length = view.nbytes
     flags, extra = _flags_and_topic(topic, group=group, key=key)
     seal = sealer(key)
@@ -460,6 +480,16 @@ class Ack(NamedTuple):
 
 
 _ACK_FIXED = struct.Struct("!IQIB")
+#: Bytes of an ACK body's fixed fields (delay, receiver, delivered, count), and
+#: of each range it carries.
+ACK_FIXED_SIZE = _ACK_FIXED.size
+ACK_RANGE_SIZE = _ACK_RANGE.size
+
+
+def control_size(body: int, key: bytes | None) -> int:
+    """Bytes of a CONTROL frame whose body (after its kind byte) is ``body``
+    bytes long: with a CRC32C trailer, or with a ``key`` a tag."""
+    return HEADER_SIZE + 1 + body + _trailer(key)
 
 
 def encode_ack_body(

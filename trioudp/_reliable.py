@@ -60,6 +60,7 @@ from ._frame import (
     PART_OVERHEAD,
     Ack,
     bundle_body,
+    byte_view,
     encode_ack_body,
     encode_control,
     encode_reliable,
@@ -234,7 +235,7 @@ class Sender:
 
     def queue(self, payload: Buffer, topic: bytes, priority: int | None) -> None:
         """Take one message to send (split into fragments now, sent by ``transmit``)."""
-        view = memoryview(payload)
+        view = byte_view(payload)
         length = view.nbytes
         chunk = fragment_size(
             length, self._max_datagram_size, topic=topic, key=self._key, reliable=True
@@ -679,24 +680,33 @@ class Acknowledger:
             self.due = min(self.due, now + MAX_ACK_DELAY)
 
     def body(
-        self, now: float, limit: int, receiver: int, delivered: int, ranges: int = ACK_RANGES
+        self,
+        now: float,
+        limit: int,
+        receiver: int,
+        delivered: int,
+        newest: int = ACK_RANGES,
+        most: int = ACK_RANGES,
     ) -> bytes:
-        """The ACK to send now, with at most ``ranges`` ranges besides those of
-        packets new since the last one (it clears what was owed)."""
+        """The ACK to send now (it clears what was owed): the ``newest`` ranges
+        and those of packets new since the last one, at most ``most`` in all."""
         self._unacked = 0
         self.due = inf
         self.limit_sent = limit
         recent, self._recent = self._recent, []
         if self._largest < 0:
             return encode_ack_body(0.0, receiver, delivered, [])
-        # The newest ranges, and those of packets that came since the last ACK
-        # (a late packet may fill a hole far back): each gets acknowledged.
+        # The newest range, those of packets that came since the last ACK (a late
+        # packet may fill a hole far back), then the next newest: in that order of
+        # need, as many as fit.
         every = self._packets.ranges()
-        chosen = set(range(min(max(ranges, 0), len(every))))
+        wanted = [0]
         for packet in recent:
             for index, (low, high) in enumerate(every):
                 if low <= packet <= high:
-                    chosen.add(index)
+                    wanted.append(index)
                     break
-        spans = [(every[i][1], every[i][0]) for i in sorted(chosen)][:ACK_RANGES]
+        wanted.extend(range(1, min(newest, len(every))))
+        chosen = sorted(list(dict.fromkeys(wanted))[: max(most, 0)])
+        spans = [(every[i][1], every[i][0]) for i in chosen[:ACK_RANGES]]
         return encode_ack_body(now - self._largest_at, receiver, delivered, spans)
