@@ -27,6 +27,7 @@ from trioudp._frame import (
     encode_message,
     sequence_difference,
 )
+from trioudp._reasons import DropReason
 
 
 def reference_crc32c(data: bytes) -> int:
@@ -106,7 +107,7 @@ def test_sealed_garbage_raises_only_bad_frame(body: bytes, flags: int, session: 
     try:
         frame = decode_frame_untrusted(seal(header(flags, session) + body))
     except BadFrame as exc:
-        crc_error = exc.crc
+        crc_error = exc.reason is DropReason.CRC_ERROR
     else:
         assert frame.fragment_index < frame.fragment_count <= max(frame.message_length, 1)
         if frame.parts:
@@ -156,10 +157,10 @@ def test_crc_errors_are_told_apart() -> None:
     frame[-5] ^= 0x10  # a payload byte
     with pytest.raises(BadFrame) as info:
         decode_frame_untrusted(bytes(frame))
-    assert info.value.crc
+    assert info.value.reason is DropReason.CRC_ERROR
     with pytest.raises(BadFrame) as info:
         decode_frame_untrusted(b"XX" + bytes(frame[2:]))
-    assert not info.value.crc
+    assert info.value.reason is not DropReason.CRC_ERROR
 
 
 def fragment(length: int, index: int, count: int, payload: bytes) -> bytes:

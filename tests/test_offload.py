@@ -156,8 +156,8 @@ async def test_a_device_that_refuses_segmentation_gets_one_datagram_per_call(
         trioudp.open_udp_server(LOCAL, 0, reliable=reliable) as receiver,
         trioudp.open_udp_server(LOCAL, 0, reliable=reliable) as sender,
     ):
-        refusing = _RefusesSegmentation(sender._sock, error)
-        sender._sock = refusing  # type: ignore[assignment]
+        refusing = _RefusesSegmentation(sender._transport._sock, error)
+        sender._transport._sock = refusing  # type: ignore[assignment]
         payload = bytes(range(256)) * 400
         for _ in range(2):
             await sender.send_to(receiver.local_address, payload)

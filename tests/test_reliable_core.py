@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sansio import A, messages, outgoing
 
-from trioudp import Config, Message
+from trioudp import Config
+from trioudp._budget import Budget
 from trioudp._engine import Engine
 from trioudp._frame import (
     KIND_PING,
@@ -24,8 +26,6 @@ from trioudp._reliable import (
 )
 from trioudp._statistics import Counters, EndpointStatistics
 
-A = ("127.0.0.1", 4000)
-
 
 def sender(**options: float) -> tuple[Sender, Counters]:
     counters = Counters()
@@ -36,6 +36,7 @@ def sender(**options: float) -> tuple[Sender, Counters]:
         give_up_timeout=options.get("give_up", 10.0),
         key=None,
         counters=counters,
+        budget=Budget(Config()),
     )
     return made, counters
 
@@ -166,10 +167,8 @@ def acknowledge_sparse_packets(*, chosen: bool, key: bytes | None = None) -> End
         e.peer_for(A, 0.0)  # the application sent to A first: not a spoofed source
     for index in range(200):
         e.receive_datagram(reliable_frame(index, 2 * index, key=key), A, index * 0.001)
-        for event in e.take_events():
-            if isinstance(event, Message):
-                e.count_delivered(event)  # as a receive channel would
-        e.take_datagrams(index * 0.001)
+        messages(e)  # as the application would
+        outgoing(e, index * 0.001)
     return e.statistics()
 
 
@@ -205,16 +204,13 @@ def test_pings_from_a_spoofed_address_get_acks_trimmed_to_their_real_size(
     now = 0.0
     for index in range(20):
         e.receive_datagram(reliable_frame(index, 2 * index, key=key), A, now)
-        for event in e.take_events():
-            if isinstance(event, Message):
-                e.count_delivered(event)
-        e.take_datagrams(now)
+        messages(e)
+        outgoing(e, now)
         now += 0.001
     ping = encode_control(KIND_PING, 99, 20, b"", sealer(key), authenticated=key is not None)
     for _ in range(200):
         e.receive_datagram(ping, A, now)
-        e.take_events()
-        e.take_datagrams(now)
+        outgoing(e, now)
         now += 0.001
     stats = e.statistics()
     assert stats.control_suppressed == 0
@@ -228,28 +224,26 @@ def test_a_receiver_without_the_session_starts_at_the_senders_oldest_message() -
     delivers from there in order, and waits for the gap before it."""
     e = Engine(Config(reliable=True), now=0.0)
     e.receive_datagram(reliable_frame(41, 900, b"41", oldest=40), A, 0.0)
-    assert [m for m in e.take_events() if isinstance(m, Message)] == []
+    assert messages(e) == []
     e.receive_datagram(reliable_frame(40, 901, b"40", oldest=40), A, 0.01)
-    delivered = [m.payload for m in e.take_events() if isinstance(m, Message)]
-    assert delivered == [b"40", b"41"]
+    assert [m.payload for m in messages(e)] == [b"40", b"41"]
 
 
 def test_data_beyond_the_advertised_window_is_refused_unacknowledged() -> None:
     e = Engine(Config(reliable=True, reorder_window=4), now=0.0)
     for sequence in range(6):
         e.receive_datagram(reliable_frame(sequence, sequence), A, 0.0)
-    messages = [m for m in e.take_events() if isinstance(m, Message)]
-    assert [m.payload for m in messages] == [b"x"] * 4  # then the application holds 4
-    (ack,) = [d for d, _, _ in e.take_datagrams(0.0)]
+    queue = e.shared_queue()
+    assert len(queue.items) == 4  # delivered: then the application holds 4
+    (ack,) = outgoing(e, 0.0)
     frame = decode_frame_untrusted(ack)
     assert decode_ack_untrusted(frame.payload).ranges == [
         (3, 0)
     ]  # 4 and 5 refused: not acknowledged
     assert frame.sequence == 3  # the window ends at the last held message
     assert e.statistics().datagrams_over_limit == 2
-    for message in messages:
-        e.count_consumed(message)
-    (update,) = [d for d, _, _ in e.take_datagrams(0.01)]
+    assert [m.payload for m in messages(e)] == [b"x"] * 4  # the application takes them
+    (update,) = outgoing(e, 0.01)
     assert decode_frame_untrusted(update).sequence == 7  # opened by four
 
 

@@ -6,7 +6,7 @@ order, fragmented and reassembled, over nursery-scoped sockets.
 
 from ._config import Config as Config
 from ._config import Options as Options
-from ._endpoint import Connection as Connection
+from ._connection import Connection as Connection
 from ._endpoint import UDPServer as UDPServer
 from ._endpoint import from_socket as from_socket
 from ._endpoint import open_udp_connection as open_udp_connection
@@ -20,6 +20,8 @@ from ._group import open_multicast as open_multicast
 from ._message import Address as Address
 from ._message import Message as Message
 from ._multicast import Priority as Priority
+from ._reasons import DropReason as DropReason
+from ._reasons import LostReason as LostReason
 from ._router import Router as Router
 from ._router import RouterStatistics as RouterStatistics
 from ._state import ConnectionState as ConnectionState
@@ -33,7 +35,9 @@ __all__ = [
     "Config",
     "Connection",
     "ConnectionState",
+    "DropReason",
     "EndpointStatistics",
+    "LostReason",
     "Message",
     "MulticastEndpoint",
     "Options",

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import trio
 import trio.testing
 
-from ._endpoint import Connection, open_udp_connection, open_udp_server
+from ._endpoint import open_udp_connection, open_udp_server
 from ._frame import encode_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._connection import Connection
     from ._statistics import PeerStatistics
 
 

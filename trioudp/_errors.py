@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import trio
+
+from ._reasons import LostReason
 
 if TYPE_CHECKING:
     from ._message import Address
@@ -31,14 +34,61 @@ class UnreachableError(OSError):
 
 class PeerLostError(trio.BrokenResourceError):
     """A reliable peer is gone: it acknowledged nothing for ``give_up_timeout``
-    seconds, or it refused reliable delivery (it was opened without
-    ``reliable=True``). Raised by ``send()`` and ``flush()`` of its connection;
+    seconds, refused reliable delivery (it was opened without
+    ``reliable=True``), or could not be sent to at all. Raised by ``send()`` and
+    ``flush()`` of its connection; ``reason`` (a :class:`LostReason`) says
+    which, ``errno`` the kernel's error for ``UNREACHABLE``, and
     ``unacknowledged`` messages were not confirmed and may not have arrived.
     The connection cannot send again: open a new one (or, on a server, wait for
     the peer to come back, which starts a new connection).
     """
 
-    def __init__(self, message: str, address: Address, unacknowledged: int) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        address: Address,
+        reason: LostReason,
+        unacknowledged: int = 0,
+        *,
+        errno: int = 0,
+        give_up_timeout: float | None = None,
+    ) -> None:
+        super().__init__(_lost_text(address, reason, unacknowledged, errno, give_up_timeout))
         self.address = address
+        self.reason = reason
         self.unacknowledged = unacknowledged
+        self.errno = errno
+
+
+def _lost_text(
+    address: Address,
+    reason: LostReason,
+    unacknowledged: int,
+    errno: int,
+    give_up_timeout: float | None,
+) -> str:
+    where = f"{address[0]} port {address[1]}"
+    if reason is LostReason.NOT_RELIABLE:
+        text = (
+            f"the peer at {where} does not take reliable messages (it was opened without "
+            f"reliable=True) and dropped them; open both ends with reliable=True"
+        )
+    elif reason is LostReason.RELIABLE_ONLY:
+        text = (
+            f"the peer at {where} takes only reliable messages (it was opened with "
+            f"reliable=True) and dropped ours; open this end with reliable=True too"
+        )
+    elif reason is LostReason.TIMEOUT:
+        text = (
+            f"the peer at {where} answered nothing for {give_up_timeout} s "
+            f"(give_up_timeout): it is gone or cut off"
+        )
+    elif reason is LostReason.UNREACHABLE:
+        text = (
+            f"the kernel refused to send to {where}: [Errno {errno}] {os.strerror(errno)}; "
+            f"the peer cannot be reached from here (route, firewall, address or size)"
+        )
+    else:
+        text = f"the connection to {where} ended ({reason.value})"
+    if unacknowledged:
+        text += f"; {unacknowledged} message{'s' if unacknowledged > 1 else ''} not acknowledged"
+    return text

@@ -41,9 +41,11 @@ from __future__ import annotations
 import struct
 from hashlib import blake2b
 from hmac import compare_digest
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple
 
 from crc32c import crc32c
+
+from ._reasons import DropReason
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -103,46 +105,73 @@ PART_OVERHEAD = _PART_LENGTH.size
 MAX_PART = 0xFFFF
 MAX_FRAGMENTS = 0xFFFF
 SEQUENCE_MODULUS = 2**32
+_UNAUTHENTICATED = DropReason.UNAUTHENTICATED
 
 
 class BadFrame(Exception):
-    """Bytes that are not a valid frame. ``crc`` marks a checksum mismatch and
-    ``auth`` a frame that failed (or lacked) authentication; statistics count
-    every other fault as malformed."""
+    """Bytes that are not a valid frame. ``reason`` is the statistics outcome it
+    counts as: a checksum mismatch (CRC_ERROR), a frame that failed or lacked
+    authentication (UNAUTHENTICATED), or any other fault (MALFORMED)."""
 
-    def __init__(self, reason: str, *, crc: bool = False, auth: bool = False) -> None:
-        super().__init__(reason)
-        self.crc = crc
-        self.auth = auth
-
-
-class Frame(NamedTuple):
-    """One decoded frame. A NamedTuple rather than an attrs class because one is
-    made per datagram on the receive path. ``payload`` is a view into the
-    datagram: copy what you keep (the receive buffer is reused)."""
-
-    session: int
-    sequence: int
-    payload: memoryview
-    message_length: int
-    fragment_index: int
-    fragment_count: int
-    topic: bytes
-    group: bool
-    #: The packet number of a RELIABLE frame (-1 for others).
-    packet: int = -1
-    #: The sender's oldest unacknowledged sequence number (RELIABLE frames).
-    oldest: int = 0
-    #: KIND_DATA for a message frame, else the kind of a CONTROL frame (whose
-    #: ``sequence`` is then its value and ``payload`` the rest of its body).
-    kind: int = KIND_DATA
-    #: The messages of a BUNDLE frame (numbered from ``sequence`` on); empty for
-    #: any other frame.
-    parts: tuple[memoryview, ...] = ()
+    def __init__(self, message: str, reason: DropReason = DropReason.MALFORMED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-#: Makes a Frame from a 12-tuple without the NamedTuple's argument handling.
-_new_frame = cast("Callable[[type[Frame], tuple[object, ...]], Frame]", tuple[object, ...].__new__)
+class Frame:
+    """One decoded frame. ``payload`` is a view into the datagram: copy what you
+    keep (the receive buffer is reused)."""
+
+    __slots__ = (
+        "fragment_count",
+        "fragment_index",
+        "group",
+        "kind",
+        "message_length",
+        "oldest",
+        "packet",
+        "parts",
+        "payload",
+        "sequence",
+        "session",
+        "topic",
+    )
+
+    def __init__(
+        self,
+        session: int,
+        sequence: int,
+        payload: memoryview,
+        message_length: int,
+        fragment_index: int = 0,
+        fragment_count: int = 1,
+        topic: bytes = b"",
+        group: bool = False,
+        packet: int = -1,
+        oldest: int = 0,
+        kind: int = KIND_DATA,
+        parts: tuple[memoryview, ...] = (),
+    ) -> None:
+        self.session = session
+        #: The message's number; a CONTROL frame's value.
+        self.sequence = sequence
+        #: The message (or this fragment of it); a CONTROL frame's body after its kind.
+        self.payload = payload
+        #: The whole message's length (the payload's, for a whole message).
+        self.message_length = message_length
+        self.fragment_index = fragment_index
+        self.fragment_count = fragment_count
+        self.topic = topic
+        self.group = group
+        #: The packet number of a RELIABLE frame (-1 for others).
+        self.packet = packet
+        #: The sender's oldest unacknowledged message number (RELIABLE frames).
+        self.oldest = oldest
+        #: KIND_DATA for a message frame, else the kind of a CONTROL frame.
+        self.kind = kind
+        #: The messages of a BUNDLE frame (numbered from ``sequence`` on); empty
+        #: for any other frame.
+        self.parts = parts
 
 
 def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
@@ -161,28 +190,27 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         raise BadFrame(f"unsupported frame version {prefix[2]}")
     if key is not None:
         if not flags & FLAG_AUTH:
-            raise BadFrame("not authenticated, and this endpoint has a key", auth=True)
+            raise BadFrame("not authenticated, and this endpoint has a key", _UNAUTHENTICATED)
         end = size - TAG_SIZE
         if end < HEADER_SIZE:
-            raise BadFrame(f"{size} bytes is too short for an authenticated frame", auth=True)
+            raise BadFrame(
+                f"{size} bytes is too short for an authenticated frame", _UNAUTHENTICATED
+            )
         expected = blake2b(view[:end], key=key, digest_size=TAG_SIZE).digest()
         if not compare_digest(expected, view[end:]):
-            raise BadFrame("authentication tag mismatch: forged, damaged or another key", auth=True)
+            raise BadFrame(
+                "authentication tag mismatch: forged, damaged or another key", _UNAUTHENTICATED
+            )
     elif flags & FLAG_AUTH:
-        raise BadFrame("authenticated with a key this endpoint does not have", auth=True)
+        raise BadFrame("authenticated with a key this endpoint does not have", _UNAUTHENTICATED)
     else:
         end = size - CRC_SIZE
         (checksum,) = _CRC.unpack_from(view, end)
         if crc32c(view[:end]) != checksum:
-            raise BadFrame("CRC32C mismatch", crc=True)
+            raise BadFrame("CRC32C mismatch", DropReason.CRC_ERROR)
         if not flags:
-            # The commonest frame, a whole message without options, made the
-            # fast way (tuple.__new__ skips the NamedTuple's keyword handling).
-            payload = view[HEADER_SIZE:end]
-            return _new_frame(
-                Frame,
-                (session, sequence, payload, end - HEADER_SIZE, 0, 1, b"", False, -1, 0, 0, ()),
-            )
+            # The commonest frame, a whole message without options: no more to read.
+            return Frame(session, sequence, view[HEADER_SIZE:end], end - HEADER_SIZE)
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
     if flags & FLAG_CONTROL:
@@ -191,7 +219,7 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         if end == HEADER_SIZE or not KIND_ACK <= view[HEADER_SIZE] <= KIND_REJECT:
             raise BadFrame("a control frame without a known kind")
         body = view[HEADER_SIZE + 1 : end]
-        return Frame(session, sequence, body, 0, 0, 1, b"", False, -1, 0, view[HEADER_SIZE])
+        return Frame(session, sequence, body, message_length=0, kind=view[HEADER_SIZE])
     offset = HEADER_SIZE
     packet = -1
     oldest = 0
@@ -227,12 +255,26 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
             raise BadFrame("a bundle frame cannot be a fragment")
         parts = _split_bundle_untrusted(payload)
         return Frame(
-            session, sequence, payload, 0, 0, 1, topic, group, packet, oldest, KIND_DATA, parts
+            session,
+            sequence,
+            payload,
+            message_length=0,
+            topic=topic,
+            group=group,
+            packet=packet,
+            oldest=oldest,
+            parts=parts,
         )
     if not fragmented:
-        return _new_frame(
-            Frame,
-            (session, sequence, payload, len(payload), 0, 1, topic, group, packet, oldest, 0, ()),
+        return Frame(
+            session,
+            sequence,
+            payload,
+            message_length=len(payload),
+            topic=topic,
+            group=group,
+            packet=packet,
+            oldest=oldest,
         )
     if index >= count:
         raise BadFrame(f"fragment index {index} is not below its count {count}")
@@ -242,9 +284,17 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         raise BadFrame(f"fragment of {len(payload)} bytes, {count} fragments, {length} total")
     if count == 1 and len(payload) != length:
         raise BadFrame("a single fragment that is not the whole message")
-    return _new_frame(
-        Frame,
-        (session, sequence, payload, length, index, count, topic, group, packet, oldest, 0, ()),
+    return Frame(
+        session,
+        sequence,
+        payload,
+        message_length=length,
+        fragment_index=index,
+        fragment_count=count,
+        topic=topic,
+        group=group,
+        packet=packet,
+        oldest=oldest,
     )
 
 

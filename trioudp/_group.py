@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import make_config
-from ._endpoint import _running, _Serving, check_key
+from ._endpoint import Serving, check_key, running
 from ._multicast import (
     broadcast_socket,
     group_destination,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._message import Address
 
 
-class _Group(_Serving):
+class _Group(Serving):
     """An endpoint whose ``send()`` goes to a group destination."""
 
     _destination: Address
@@ -45,7 +45,7 @@ class _Group(_Serving):
         self, destination: Address, payload: Buffer, topic: str, priority: int | None
     ) -> None:
         peer = self._engine.destination(destination, trio.current_time())
-        await self._send_to(peer, [payload], topic=topic, priority=priority, group=True)
+        await self._send(peer, [payload], topic=topic, priority=priority)
 
 
 class MulticastEndpoint(_Group):
@@ -192,7 +192,7 @@ async def open_multicast(
     except BaseException:
         endpoint._close()
         raise
-    async with _running(endpoint):
+    async with running(endpoint):
         yield endpoint
 
 
@@ -236,5 +236,5 @@ async def open_broadcast(
     endpoint = BroadcastEndpoint(
         sock, chosen, topics, destination=(address, port or bound_port), key=secret
     )
-    async with _running(endpoint):
+    async with running(endpoint):
         yield endpoint

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._budget import WAITING_COST, message_cost
 from ._frame import SEQUENCE_MODULUS, sequence_difference
 
 if TYPE_CHECKING:
@@ -39,6 +40,11 @@ DUPLICATE = 1
 LATE = 2
 
 
+def waiting_cost(payload: int) -> int:
+    """What a message waiting in a reorder buffer is charged."""
+    return message_cost(payload) + WAITING_COST
+
+
 class OrderedWindow:
     __slots__ = (
         "base",
@@ -46,7 +52,7 @@ class OrderedWindow:
         "known",
         "mask",
         "pending",
-        "pending_bytes",
+        "pending_cost",
         "pending_datagrams",
         "window",
     )
@@ -60,7 +66,9 @@ class OrderedWindow:
         self.known: int = 0
         # None stands for a message that was received but filtered out (topics).
         self.pending: dict[int, tuple[Message | None, float]] = {}
-        self.pending_bytes: int = 0
+        #: What the waiting messages are charged (see _budget.py), and the
+        #: datagrams they came in.
+        self.pending_cost: int = 0
         self.pending_datagrams: int = 0
 
     def classify(self, sequence: int) -> int:
@@ -77,7 +85,7 @@ class OrderedWindow:
         sequence: int,
         message: Message | None,
         now: float,
-        out: list[object],
+        out: list[Message],
         counters: Counters,
     ) -> None:
         """Take a new (``classify`` said NEW) whole message; None marks its
@@ -94,7 +102,7 @@ class OrderedWindow:
         else:
             self.pending[sequence] = (message, now)
             if message is not None:
-                self.pending_bytes += len(message.payload)
+                self.pending_cost += waiting_cost(len(message.payload))
                 self.pending_datagrams += message._datagrams
 
     def oldest_arrival(self) -> float | None:
@@ -103,14 +111,14 @@ class OrderedWindow:
             return arrival
         return None
 
-    def skip_gap(self, out: list[object], counters: Counters) -> None:
+    def skip_gap(self, out: list[Message], counters: Counters) -> None:
         """Give up the gap before the first waiting message and deliver onwards."""
         if self.pending:
             base = self.base
             first = min(self.pending, key=lambda s: sequence_difference(s, base))
             self._advance_to(first, out, counters)
 
-    def flush(self, out: list[object], counters: Counters) -> None:
+    def flush(self, out: list[Message], counters: Counters) -> None:
         """Deliver everything waiting, giving up every gap."""
         while self.pending:
             self.skip_gap(out, counters)
@@ -123,27 +131,27 @@ class OrderedWindow:
         self.known = min(self.known + count, self.window)
         self.base = (self.base + count) % SEQUENCE_MODULUS
 
-    def _drain(self, out: list[object]) -> None:
+    def _drain(self, out: list[Message]) -> None:
         pending = self.pending
         while self.base in pending:
             message, _arrival = pending.pop(self.base)
             self._release(message, out)
             self.step()
 
-    def _release(self, message: Message | None, out: list[object]) -> None:
+    def _release(self, message: Message | None, out: list[Message]) -> None:
         if message is not None:
-            self.pending_bytes -= len(message.payload)
+            self.pending_cost -= waiting_cost(len(message.payload))
             self.pending_datagrams -= message._datagrams
             out.append(message)
 
-    def catch_up(self, new_base: int, out: list[object]) -> None:
+    def catch_up(self, new_base: int, out: list[Message]) -> None:
         """Move the base to ``new_base`` (reliable mode: the sender says every
         message before it was acknowledged, to an earlier incarnation of this
         receiver). What waits below it is delivered; the rest is not ours to
         count as lost."""
         self._advance_to(new_base, out, None)
 
-    def _advance_to(self, new_base: int, out: list[object], counters: Counters | None) -> None:
+    def _advance_to(self, new_base: int, out: list[Message], counters: Counters | None) -> None:
         base = self.base
         skipped = sequence_difference(new_base, base)
         if skipped <= 0:
@@ -199,7 +207,7 @@ class UnorderedWindow:
         sequence: int,
         message: Message | None,
         now: float,
-        out: list[object],
+        out: list[Message],
         counters: Counters,
     ) -> None:
         distance = sequence_difference(sequence, self.highest)

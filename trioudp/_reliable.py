@@ -55,6 +55,7 @@ from collections import deque
 from math import inf
 from typing import TYPE_CHECKING
 
+from ._budget import send_cost
 from ._frame import (
     KIND_PING,
     PART_OVERHEAD,
@@ -69,6 +70,7 @@ from ._frame import (
     sealer,
     sequence_difference,
 )
+from ._reasons import LostReason
 from ._recovery import MAX_ACK_DELAY, AckRanges, RttEstimator
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
+    from ._budget import Budget
     from ._statistics import Counters
 
 #: RFC 9002 §6.1.1: a datagram is lost once one sent this many later is acknowledged.
@@ -150,13 +153,14 @@ class _Fragment:
 
 
 class _Pending:
-    """A message not yet confirmed delivered: its fragments and size."""
+    """A message not yet confirmed delivered: its fragments, size and charge."""
 
-    __slots__ = ("fragments", "size")
+    __slots__ = ("cost", "fragments", "size")
 
-    def __init__(self, fragments: list[_Fragment], size: int) -> None:
+    def __init__(self, fragments: list[_Fragment], size: int, cost: int) -> None:
         self.fragments = fragments
         self.size = size
+        self.cost = cost
 
 
 class _Sent:
@@ -188,8 +192,11 @@ class Sender:
         give_up_timeout: float,
         key: bytes | None,
         counters: Counters,
+        budget: Budget,
     ) -> None:
         self.session = session
+        #: The endpoint's budget, charged what the queued messages cost.
+        self._budget = budget
         self._max_datagram_size = max_datagram_size
         self._give_up_timeout = give_up_timeout
         self._key = key
@@ -228,8 +235,8 @@ class Sender:
         self._waiting_since: float | None = None
         self._probes = 0
         self._ping_due = False
-        #: Why the sender stopped, once it has: "timeout" or a REJECT's reason.
-        self.failure: str | None = None
+        #: Why the sender stopped, once it has.
+        self.failure: LostReason | None = None
 
     # -- the application's side ---------------------------------------------------
 
@@ -257,8 +264,10 @@ class Sender:
                 for index in range(count)
             ]
         self._unsent.extend(pieces)
-        self._messages[sequence] = _Pending(pieces, length)
+        cost = send_cost(length, len(pieces))
+        self._messages[sequence] = _Pending(pieces, length, cost)
         self.queued_bytes += length
+        self._budget.total += cost
 
     @property
     def unacknowledged(self) -> int:
@@ -266,9 +275,18 @@ class Sender:
         return len(self._messages)
 
     def has_room(self, messages: int, size: int) -> bool:
-        """Whether another message may be queued: fewer than ``messages`` wait and
-        their bytes are under ``size`` (one message always fits)."""
-        return not self._messages or (len(self._messages) < messages and self.queued_bytes < size)
+        """Whether another message may be queued: fewer than ``messages`` wait,
+        their bytes are under ``size``, and the endpoint's budget has room. One
+        message always fits, so that a reply never waits on input the
+        application has not read yet."""
+        if not self._messages:
+            return True
+        budget = self._budget
+        return (
+            len(self._messages) < messages
+            and self.queued_bytes < size
+            and budget.total < budget.total_limit
+        )
 
     def oldest(self) -> int:
         """The oldest unacknowledged message number (the next one if none is)."""
@@ -428,6 +446,7 @@ class Sender:
                 break
             pending = messages.pop(sequence)
             self.queued_bytes -= pending.size
+            self._budget.total -= pending.cost
             self._counters.messages_acked += 1
             for fragment in pending.fragments:
                 if not fragment.acked:
@@ -602,7 +621,7 @@ class Sender:
         waiting = self._waiting_since
         if waiting is not None and now >= waiting + self._give_up_timeout:
             if self._messages or self._in_flight:
-                self.fail("timeout")
+                self.fail(LostReason.TIMEOUT)
                 return
             self._waiting_since = None  # only a keepalive went unanswered
         if self._loss_time <= now:
@@ -632,12 +651,13 @@ class Sender:
         cap = max(self._give_up_timeout / GIVE_UP_PROBES, self.rtt.pto())
         return min(self.rtt.pto(self._pto_count), cap)
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: LostReason) -> None:
         """Stop: everything unacknowledged is counted failed and dropped."""
         if self.failure is not None:
             return
         self.failure = reason
         self._counters.messages_failed += len(self._messages)
+        self._budget.total -= sum(pending.cost for pending in self._messages.values())
         self._messages.clear()
         self._unsent.clear()
         self._retransmit.clear()

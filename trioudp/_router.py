@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import attrs
 import trio
 
-from ._endpoint import _Endpoint, raise_lone
-from ._engine import encode_topic
+from ._endpoint import Endpoint, raise_lone
 from ._message import Message
+from ._sending import encode_topic
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -142,7 +142,7 @@ class Router:
         if not self._handlers and self._default is None:
             raise ValueError("the Router has no routes: add some before run()")
         self._running = True
-        if self._default is None and isinstance(source, _Endpoint):
+        if self._default is None and isinstance(source, Endpoint):
             source.subscriptions = self.topics
         routes = {topic: self._route(handler) for topic, handler in self._handlers.items()}
         fallback = None if self._default is None else self._route(self._default)

@@ -15,26 +15,8 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._message import Address
 
-_UNREACHABLE_ERRNOS = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.EHOSTDOWN,
-        errno.ENETDOWN,
-    }
-)
-
-
 #: Sockets made before giving up on one that is not connected to itself.
 SELF_CONNECT_ATTEMPTS = 8
-
-
-def is_unreachable(exc: OSError) -> bool:
-    """An error the kernel reports after an ICMP error came back: not the
-    socket's fault, and no reason to stop using it."""
-    return exc.errno in _UNREACHABLE_ERRNOS
 
 
 def check_port(port: object) -> int:

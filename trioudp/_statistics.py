@@ -17,9 +17,12 @@ messages_failed + messages_unacknowledged``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._reasons import DropReason
 
 #: The per-datagram outcomes that add up to ``datagrams_received`` (with pending).
 OUTCOMES = (
@@ -89,6 +92,10 @@ class Counters:
 
     def values(self) -> dict[str, int]:
         return attrs.asdict(self)
+
+    def drop(self, reason: DropReason, count: int = 1) -> None:
+        """Count ``count`` datagrams dropped for ``reason`` (its outcome field)."""
+        setattr(self, reason.value, getattr(self, reason.value) + count)
 
 
 #: Every counter's name.
@@ -201,6 +208,10 @@ class PeerStatistics:
     """Its mean deviation in seconds."""
     rtt_min: float = 0.0
     """The smallest round-trip time seen, in seconds."""
+
+    def dropped(self, reason: DropReason) -> int:
+        """Datagrams dropped for ``reason``: the outcome field it names."""
+        return int(getattr(self, reason.value))
 
     @property
     def datagrams_accounted(self) -> int:

@@ -27,6 +27,7 @@ import heapq
 import ipaddress
 import itertools
 import math
+import os
 import random
 import socket
 from contextlib import contextmanager
@@ -56,6 +57,13 @@ def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (type(value) not in (int, float) or not value > 0):  # type: ignore[operator]
         raise ValueError(f"{attribute.name} must be a positive number or None, got {value!r}")
+
+
+def _errno_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or value <= 0):
+        raise ValueError(
+            f"{attribute.name} must be an errno (a positive int) or None, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +103,11 @@ class Faults:
     rate: float | None = attrs.field(default=None, validator=_positive_or_none)
     """Bytes per second the link carries (a policer with one second of burst);
     datagrams over it are lost."""
+    send_error: int | None = attrs.field(default=None, validator=_errno_or_none)
+    """An errno every send over this link fails with at once, as the kernel
+    fails a send when the route went away (ENETUNREACH), a firewall refuses it
+    (EPERM), or the address may not be sent to (EACCES): for testing what an
+    endpoint does with each error the kernel can give."""
 
 
 CLEAN = Faults()
@@ -120,6 +133,7 @@ class NetworkStatistics:
     too_big: int = 0
     over_rate: int = 0
     unreachable: int = 0
+    refused: int = 0
 
 
 @attrs.define(eq=False)
@@ -300,6 +314,10 @@ class FakeNetwork:
             sender._autobind()
         assert sender.name is not None
         link = self._link(sender.name[0], host)
+        error = link.faults.send_error
+        if error is not None:
+            self.statistics.refused += 1
+            raise OSError(error, os.strerror(error))
         now = trio.current_time()
         if not link.admit(data, now, self._random, self.statistics):
             return

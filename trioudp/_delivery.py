@@ -1,0 +1,237 @@
+"""Messages waiting for the application: the engine's receive queues.
+
+A connection's messages go to its own queue once something receives from it
+(``claim``: ``serve()`` hands it to a handler, or the application calls its
+``receive()``); until then to the server's shared queue. A client's one
+connection has its own from the start.
+
+Queues are bounded and never push back on the socket: a full one applies the
+``overflow`` policy (drop its oldest message, or the new one; counted), so one
+slow consumer never stalls the reading of the socket for everyone else. Full
+means ``channel_capacity`` messages, ``channel_bytes`` of payload, or no room
+left in the endpoint's ``total_buffer_bytes`` (every waiting message is
+charged its real cost, see _budget.py). A reliable endpoint's messages were
+acknowledged, so its queues never drop them: the engine admitted each one
+against its peer's window and the budget before acknowledging it, and the
+charge stays until the application takes it.
+
+The trio shell only waits: it parks receivers and wakes them on a
+``MessagesWaiting`` event. What the application takes goes through ``take``,
+the one call that tells the engine what was consumed (the budget is released,
+a reliable peer's window opens).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from math import inf
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._budget import message_cost
+from ._events import MessagesWaiting
+
+if TYPE_CHECKING:
+    from ._budget import Budget
+    from ._config import Config
+    from ._message import Address, Message
+    from ._peer import Peer
+    from ._statistics import Counters
+
+
+@attrs.frozen(slots=True)
+class Unreachable:
+    """An ICMP error the kernel reported for a client's peer, queued among its
+    messages so that ``receive()`` raises it in order."""
+
+    errno: int
+    strerror: str
+    address: Address
+
+
+class QueueState(enum.Enum):
+    OPEN = "open"
+    #: No more messages will come: EndOfChannel once it is empty.
+    ENDED = "ended"
+    #: The application closed it (or the endpoint): ClosedResourceError.
+    CLOSED = "closed"
+
+
+class Queue:
+    """One receive queue (a connection's own, or a server's shared one)."""
+
+    __slots__ = ("error_queued", "handle", "items", "payload_bytes", "state", "waking")
+
+    def __init__(self) -> None:
+        self.items: deque[Message | Unreachable] = deque()
+        #: Payload bytes of the messages in it (what ``channel_bytes`` bounds).
+        self.payload_bytes = 0
+        self.state = QueueState.OPEN
+        #: The shell's waiter for this queue; never read here.
+        self.handle: object = None
+        #: A MessagesWaiting event for it is due (not yet handed out).
+        self.waking = False
+        #: An Unreachable is in it (only one at a time: they say the same).
+        self.error_queued = False
+
+
+class Delivery:
+    """The queues of one endpoint, their limits and their accounting."""
+
+    def __init__(self, config: Config, budget: Budget, own: Counters, *, shared: bool) -> None:
+        self._budget = budget
+        self._own = own
+        self._reliable = config.reliable
+        self._drop_oldest = config.overflow == "drop_oldest"
+        self._capacity = inf if config.reliable else config.channel_capacity
+        self._byte_limit = inf if config.reliable else config.channel_bytes
+        #: The server's queue for peers nobody receives from directly.
+        self.shared: Queue | None = Queue() if shared else None
+        #: Queues that got something since the shell last took events.
+        self._waking: list[Queue] = []
+
+    # -- the engine's side ---------------------------------------------------------
+
+    def put(self, peer: Peer, message: Message) -> None:
+        """Hand a whole message to its peer's queue (or the shared one)."""
+        queue = peer.queue or self.shared
+        assert queue is not None, "a client's peer has its own queue from the start"
+        size = len(message.payload)
+        cost = message_cost(size)
+        if queue.state is not QueueState.OPEN:
+            self._count_dropped(peer, message, delivered=False)
+            return
+        if not self._reliable:
+            items = queue.items
+            budget = self._budget
+            while (
+                len(items) >= self._capacity
+                or queue.payload_bytes + size > self._byte_limit
+                or not budget.fits_total(cost)
+            ):
+                if not self._drop_oldest or not self._drop_first(queue):
+                    self._count_dropped(peer, message, delivered=False)
+                    return
+        self._append(queue, peer, message, size, cost)
+        counters = peer.counters
+        counters.datagrams_delivered += message._datagrams
+        counters.messages_delivered += 1
+        own = self._own
+        own.datagrams_delivered += message._datagrams
+        own.messages_delivered += 1
+
+    def _append(self, queue: Queue, peer: Peer, message: Message, size: int, cost: int) -> None:
+        queue.items.append(message)
+        queue.payload_bytes += size
+        self._budget.total += cost
+        peer.queued += 1
+        if self._reliable:
+            peer.buffered += cost
+        if not queue.waking:
+            self._wake(queue)
+
+    def put_error(self, queue: Queue, error: Unreachable) -> None:
+        """Queue an ICMP error report (once: a second says nothing new)."""
+        if queue.state is QueueState.OPEN and not queue.error_queued:
+            queue.error_queued = True
+            queue.items.append(error)
+            self._wake(queue)
+
+    def _drop_first(self, queue: Queue) -> bool:
+        """Make room by dropping the queue's oldest item; False if it is empty."""
+        if not queue.items:
+            return False
+        item = queue.items.popleft()
+        if isinstance(item, Unreachable):
+            queue.error_queued = False
+            return True
+        peer = self._release(queue, item)
+        self._count_dropped(peer, item, delivered=True)
+        return True
+
+    def _release(self, queue: Queue, message: Message) -> Peer:
+        """A message left ``queue``: its charges go."""
+        peer: Peer = message._origin  # type: ignore[assignment]
+        size = len(message.payload)
+        cost = message_cost(size)
+        queue.payload_bytes -= size
+        self._budget.total -= cost
+        peer.queued -= 1
+        if self._reliable:
+            peer.buffered -= cost
+        return peer
+
+    def _count_dropped(self, peer: Peer, message: Message, *, delivered: bool) -> None:
+        datagrams = message._datagrams
+        for counters in (self._own, peer.counters):
+            if delivered:
+                counters.datagrams_delivered -= datagrams
+                counters.messages_delivered -= 1
+            counters.datagrams_overflow_dropped += datagrams
+            counters.messages_overflow_dropped += 1
+
+    def _wake(self, queue: Queue) -> None:
+        if not queue.waking:
+            queue.waking = True
+            self._waking.append(queue)
+
+    @property
+    def waking(self) -> bool:
+        """Whether a queue got something since the last ``events``."""
+        return bool(self._waking)
+
+    def events(self) -> list[MessagesWaiting]:
+        """A MessagesWaiting for each queue that got something (or ended)."""
+        waking, self._waking = self._waking, []
+        for queue in waking:
+            queue.waking = False
+        return [MessagesWaiting(queue) for queue in waking]
+
+    # -- the application's side ----------------------------------------------------
+
+    def claim(self, peer: Peer) -> Queue:
+        """The peer's own queue, made now if it has none: its messages go there
+        from now on (those already in the shared queue stay there)."""
+        queue = peer.queue
+        if queue is None:
+            queue = peer.queue = Queue()
+            if peer.closed:
+                queue.state = QueueState.ENDED
+        return queue
+
+    def take(self, queue: Queue, limit: int) -> list[Message] | Unreachable:
+        """Up to ``limit`` messages from the front of ``queue``, stopping before
+        an error report; the report itself if it is first. Empty: nothing waits."""
+        items = queue.items
+        if items and isinstance(items[0], Unreachable):
+            queue.error_queued = False
+            return items.popleft()  # type: ignore[return-value]
+        taken: list[Message] = []
+        while items and len(taken) < limit:
+            item = items[0]
+            if isinstance(item, Unreachable):
+                break
+            items.popleft()
+            self._release(queue, item)
+            taken.append(item)
+        return taken
+
+    def end(self, queue: Queue) -> None:
+        """No more messages will come to ``queue`` (its peer is gone)."""
+        if queue.state is QueueState.OPEN:
+            queue.state = QueueState.ENDED
+            self._wake(queue)
+
+    def discard(self, queue: Queue, state: QueueState) -> None:
+        """Nobody will read ``queue`` again: what waits in it is let go, and its
+        readers find it ``state`` (ENDED or CLOSED)."""
+        if queue.state is not QueueState.CLOSED:
+            queue.state = state
+        while queue.items:
+            item = queue.items.popleft()
+            if not isinstance(item, Unreachable):
+                self._release(queue, item)
+        queue.error_queued = False
+        self._wake(queue)

@@ -1,0 +1,80 @@
+"""What the engine tells the trio shell: a closed set of frozen event types.
+
+The shell reads them with ``match`` and ends in ``assert_never``, so that mypy
+and pyright find an event kind it forgot (the shape of h11's ``_events.py``).
+Messages are not events: they wait in the engine's queues (``_delivery.py``)
+until the application takes them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from typing import NoReturn, TypeAlias
+
+    from ._delivery import Queue
+    from ._peer import Peer
+    from ._reasons import LostReason
+    from ._state import ConnectionState
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+
+    def assert_never(value: NoReturn, /) -> NoReturn:
+        raise AssertionError(f"unhandled value: {value!r}")
+
+
+@attrs.frozen(slots=True)
+class PeerOpened:
+    """A new peer sent a valid frame: the shell makes its Connection."""
+
+    peer: Peer
+
+
+@attrs.frozen(slots=True)
+class StateChanged:
+    """A peer's connection state changed."""
+
+    peer: Peer
+    state: ConnectionState
+
+
+@attrs.frozen(slots=True)
+class SendProgress:
+    """A peer's reliable sender made room or failed: whoever waits in ``send()``
+    or ``flush()`` for it should look again."""
+
+    peer: Peer
+
+
+@attrs.frozen(slots=True)
+class PeerClosed:
+    """The engine forgot a peer (its connection ends)."""
+
+    peer: Peer
+    reason: LostReason
+
+
+@attrs.frozen(slots=True)
+class MessagesWaiting:
+    """A queue that was empty has messages (or ended, or closed): wake its readers."""
+
+    queue: Queue
+
+
+Event: TypeAlias = PeerOpened | StateChanged | SendProgress | PeerClosed | MessagesWaiting
+
+__all__ = [
+    "Event",
+    "MessagesWaiting",
+    "PeerClosed",
+    "PeerOpened",
+    "SendProgress",
+    "StateChanged",
+    "assert_never",
+]

@@ -1,0 +1,452 @@
+"""The one way to and from the wire: every datagram trioudp sends goes through
+``Transport``, under one error policy.
+
+Receiving. ``drain`` reads datagrams with ``recvfrom_into`` into one
+preallocated buffer until the kernel has none left or RECEIVE_BATCH were read,
+feeding each to the engine (with GRO on, several per read, cut apart again).
+
+Sending. Datagrams go out in the order the engine made them: one per system
+call, or with UDP GSO a run of equal-sized datagrams to one address in one
+``sendmsg``. The application's own sends (``send``) wait while the kernel has
+no room (trio backpressure); the engine's own output (``push``: ACKs, PINGs,
+retransmissions, made while reading or on a timer) never waits: what the
+kernel cannot take yet waits in order in a backlog that one task sends once
+the socket is writable.
+
+Errors. ``POLICY`` below is the whole error policy, the table in
+docs/design.md: every errno ends in one ``Action``. Whatever happens to a
+datagram the engine made by itself, it never ends the endpoint: it is counted
+against its peer, and where it cannot ever be sent, fails that peer alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._multicast import priority_cmsg
+from ._offload import (
+    GRO_ANCILLARY_SIZE,
+    GSO_UNSUPPORTED,
+    enable_gro,
+    gro_segment_size,
+    gso_available,
+    gso_runs,
+    segment_cmsg,
+    split_coalesced,
+)
+
+if TYPE_CHECKING:
+    import socket as stdlib_socket
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from ._config import Config
+    from ._engine import Engine
+    from ._message import Address
+    from ._sending import Datagram
+
+logger = logging.getLogger(__name__)
+
+#: Datagrams read per batch before the receive task lets other tasks run.
+RECEIVE_BATCH = 128
+#: ENOBUFS back-off: the first wait, doubled up to the last (about 0.5 s in all).
+NOBUFS_FIRST_WAIT = 0.001
+NOBUFS_LAST_WAIT = 0.256
+_RECEIVE_BUFFER = 65536
+#: A datagram this large suggests a sender that segments (GSO): turn GRO on.
+GRO_WORTHWHILE = 512
+
+
+class Action(enum.Enum):
+    """What a failed send leads to."""
+
+    WAIT_WRITABLE = "wait until the socket is writable, then send it again"
+    BACK_OFF = (
+        "in the application's send: wait (1 ms, doubling to 256 ms) and send it again, then "
+        "a counted drop; the engine's own output: a counted drop at once"
+    )
+    REPORTED = (
+        "an earlier datagram's ICMP error, reported now: counted, noted for receive(), sent again"
+    )
+    DROP = "counted drop against its peer (datagrams_send_dropped), as a loss on the way"
+    REFUSED = "error to the caller who asked; a reliable peer is failed (UNREACHABLE)"
+    UNSEGMENTED = "GSO turned off for the endpoint; the run sent again one datagram per call"
+    CLOSED = "the endpoint is closed: ClosedResourceError to the caller"
+
+
+#: ICMP errors a connected socket reports on a later send or receive.
+_ICMP = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+    }
+)
+
+#: The error policy. An errno not named here is REFUSED: the address cannot be
+#: sent to. On a connected socket the ICMP errors (_ICMP) are REPORTED the first
+#: time; a GSO run that fails with an errno of GSO_UNSUPPORTED is UNSEGMENTED.
+POLICY: dict[int, Action] = {
+    errno.EAGAIN: Action.WAIT_WRITABLE,
+    errno.EWOULDBLOCK: Action.WAIT_WRITABLE,
+    errno.ENOBUFS: Action.BACK_OFF,
+    errno.ENOMEM: Action.BACK_OFF,
+    # No route now, or a firewall: the network's condition, not the address's.
+    errno.ENETUNREACH: Action.DROP,
+    errno.EHOSTUNREACH: Action.DROP,
+    errno.ENETDOWN: Action.DROP,
+    errno.EHOSTDOWN: Action.DROP,
+    errno.ECONNREFUSED: Action.DROP,
+    errno.ECONNRESET: Action.DROP,
+    errno.EPERM: Action.DROP,
+    errno.EADDRNOTAVAIL: Action.DROP,
+    # The address can never be sent to, or the datagram never fit.
+    errno.EACCES: Action.REFUSED,
+    errno.EMSGSIZE: Action.REFUSED,
+    errno.EAFNOSUPPORT: Action.REFUSED,
+    errno.EINVAL: Action.REFUSED,
+    errno.EDESTADDRREQ: Action.REFUSED,
+    errno.EISCONN: Action.REFUSED,
+    errno.ENOTCONN: Action.REFUSED,
+    errno.EBADF: Action.CLOSED,
+    errno.ENOTSOCK: Action.CLOSED,
+}
+
+
+def classify(error: int, *, connected: bool, run: int, reported: bool) -> Action:
+    """The Action for a send of ``run`` datagrams that failed with ``error``."""
+    if run > 1 and error in GSO_UNSUPPORTED:
+        return Action.UNSEGMENTED
+    if connected and error in _ICMP and not reported:
+        return Action.REPORTED
+    return POLICY.get(error, Action.REFUSED)
+
+
+class Transport:
+    """One endpoint's socket, read and written under the error policy."""
+
+    def __init__(
+        self,
+        sock: stdlib_socket.socket,
+        config: Config,
+        engine: Engine,
+        *,
+        remote: Address | None,
+        real: bool,
+        wait_writable: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._sock = sock
+        self._config = config
+        self._engine = engine
+        self._remote = remote
+        self._wait_writable = wait_writable
+        #: Segmentation offload (Linux): several datagrams per system call.
+        self._gso = real and config.offload and gso_available(sock)
+        #: GRO is turned on once a datagram of GRO_WORTHWHILE bytes arrives:
+        #: reading with recvmsg costs more per call than recvfrom, which small
+        #: datagrams (never coalesced on their own) should not pay.
+        self.gro = False
+        self._gro_possible = real and config.offload
+        self._buffer = bytearray(_RECEIVE_BUFFER)
+        #: Datagrams waiting for the kernel, in order; how many have left it
+        #: (sent or dropped) since the start; where an ICMP report was last taken.
+        self._pending: deque[Datagram] = deque()
+        self._done = 0
+        self._reported_at = -1
+        self._send_lock = trio.Lock()
+        self._backlog_waiting = trio.Event()
+        self.closed = False
+        self.receive_errors = 0
+        self.datagrams_offloaded = 0
+        self.datagrams_coalesced = 0
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def drain(self, now: float) -> bool:
+        """Read datagrams into the engine until the socket has none left (False)
+        or RECEIVE_BATCH were read, or GRO was just turned on (True)."""
+        if self.gro:
+            return self._drain_coalesced(now)
+        buffer = self._buffer
+        receive_datagram = self._engine.receive_datagram
+        recvfrom_into = self._sock.recvfrom_into
+        view = memoryview(buffer)
+        for _ in range(RECEIVE_BATCH):
+            try:
+                size, address = recvfrom_into(buffer)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                if not self._receive_error(exc, now):
+                    return False
+                continue
+            receive_datagram(view[:size], address, now)
+            if size >= GRO_WORTHWHILE and self._gro_possible:
+                self._gro_possible = False
+                self.gro = enable_gro(self._sock)
+                if self.gro:
+                    return True
+        return True
+
+    def _drain_coalesced(self, now: float) -> bool:
+        """``drain`` with GRO on: a read may bring several datagrams of one size
+        (the last may be shorter), which go to the engine one by one."""
+        receive_datagram = self._engine.receive_datagram
+        recvmsg_into = self._sock.recvmsg_into
+        buffers = [self._buffer]
+        view = memoryview(self._buffer)
+        for _ in range(RECEIVE_BATCH):
+            try:
+                size, ancillary, _flags, address = recvmsg_into(buffers, GRO_ANCILLARY_SIZE)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                if not self._receive_error(exc, now):
+                    return False
+                continue
+            segment = gro_segment_size(ancillary) if ancillary else 0
+            if segment:
+                for datagram in split_coalesced(view, size, segment):
+                    self.datagrams_coalesced += 1
+                    receive_datagram(datagram, address, now)
+            else:
+                receive_datagram(view[:size], address, now)
+        return True
+
+    def _receive_error(self, exc: OSError, now: float) -> bool:
+        """An error reading the socket: counted, never the end of the endpoint
+        unless the socket is gone. True: read on; False: stop this batch."""
+        self.receive_errors += 1
+        code = exc.errno or 0
+        if code in _ICMP:
+            self._engine.unreachable(code, exc.strerror or str(exc), now)
+            logger.debug("ICMP error on a receive: %s", exc)
+            return True
+        if POLICY.get(code) is Action.CLOSED:
+            raise trio.ClosedResourceError("the socket was closed under this trioudp endpoint")
+        logger.debug("error reading the socket, counted: %s", exc)
+        return False
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, datagrams: list[Datagram], asker: Address) -> None:
+        """The application's send: put ``datagrams`` (behind whatever waits
+        already) on the wire, waiting while the kernel has no room. An error the
+        policy gives to the caller is raised here, once every datagram of this
+        call is handled, if it hit a datagram to ``asker``."""
+        if self.closed:
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        pending = self._pending
+        if not pending and len(datagrams) == 1:
+            # The commonest send: one datagram, nothing waiting before it.
+            _data, address, priority = datagrams[0]
+            try:
+                self._put(datagrams, address, priority)
+            except OSError as exc:
+                pending.append(datagrams[0])
+                failure = self._failed(exc, 1, asker, patient=True)
+            else:
+                self._done += 1
+                return
+        else:
+            pending.extend(datagrams)
+            failure = self._drain(asker, patient=True)
+        failure = await self._until_done(self._done + len(pending), asker) or failure
+        if failure is not None:
+            raise failure
+
+    def push(self, datagrams: list[Datagram]) -> None:
+        """The engine's own output: sent now as far as the kernel takes it; the
+        rest waits, in order, for the backlog task. Never waits, never raises."""
+        if self.closed or not datagrams:
+            return
+        self._pending.extend(datagrams)
+        self._drain(None, patient=False)
+        if self._pending:
+            self._backlog_waiting.set()
+
+    async def backlog_loop(self) -> None:
+        """Send the backlog whenever the kernel has room again."""
+        while True:
+            await self._backlog_waiting.wait()
+            self._backlog_waiting = trio.Event()
+            await self._until_done(None, None)
+
+    async def _until_done(self, target: int | None, asker: Address | None) -> Exception | None:
+        """Wait for room and send, until ``target`` datagrams have left (the
+        application's send, ``asker``'s) or the backlog is empty (None)."""
+        failure: Exception | None = None
+        backoff = NOBUFS_FIRST_WAIT
+        spinning = False
+        while self._pending and (target is None or self._done < target):
+            done = self._done
+            if self._blocked is Action.BACK_OFF or spinning:
+                # The kernel gives no word when it has room again: wait a little
+                # longer each time, then give the datagram up as a full router would.
+                if backoff > NOBUFS_LAST_WAIT:
+                    self._drop_first()
+                    backoff = NOBUFS_FIRST_WAIT
+                else:
+                    await trio.sleep(backoff)
+                    backoff *= 2
+            elif self._blocked is Action.WAIT_WRITABLE:
+                before = trio.current_time()
+                async with self._send_lock:
+                    await self._wait_writable()
+                # Writable at once, yet no room: do not spin on it.
+                spinning = trio.current_time() == before
+            if self.closed:
+                if target is None:
+                    return None
+                raise trio.ClosedResourceError("this trioudp endpoint is closed")
+            failure = self._drain(asker, patient=target is not None) or failure
+            if self._done > done:
+                backoff = NOBUFS_FIRST_WAIT
+                spinning = False
+            elif self._blocked is not Action.WAIT_WRITABLE:
+                spinning = False
+        return failure
+
+    #: Why the last drain stopped with datagrams still pending.
+    _blocked: Action | None = None
+
+    def _drain(self, asker: Address | None, *, patient: bool) -> Exception | None:
+        """Send what is pending, in order, until it is all gone or the kernel
+        pushes back (``_blocked`` says how). Gives the error for ``asker``, if a
+        datagram to it was REFUSED. Only a ``patient`` sender (the application,
+        in its own task) backs off on ENOBUFS; the engine's own output is
+        dropped at once then, and sent again by reliable delivery if need be."""
+        pending = self._pending
+        failure: Exception | None = None
+        self._blocked = None
+        while pending:
+            if self.closed:
+                self._forget_pending()
+                return failure
+            run = self._next_run()
+            _data, address, priority = run[0]
+            try:
+                self._put(run, address, priority)
+            except OSError as exc:
+                failure = self._failed(exc, len(run), asker, patient=patient) or failure
+                if self._blocked is not None:
+                    return failure
+                continue
+            for _ in run:
+                pending.popleft()
+            self._done += len(run)
+        return failure
+
+    def _next_run(self) -> list[Datagram]:
+        """The datagrams at the front that go in one system call: a GSO run
+        (equal sizes, one address and marking) or one datagram."""
+        pending = self._pending
+        if len(pending) == 1 or not self._gso:
+            return [pending[0]]
+        front = [pending[index] for index in range(min(len(pending), 64))]
+        _start, stop = next(
+            iter(
+                gso_runs(
+                    [len(data) for data, _, _ in front],
+                    [(address, priority) for _, address, priority in front],
+                )
+            )
+        )
+        return front[:stop]
+
+    def _put(self, run: Sequence[Datagram], address: Address, priority: int | None) -> None:
+        """Hand one datagram, or a GSO run of several, to the socket: with a DSCP
+        marking as ancillary data if it has its own, without an address to the
+        peer the socket is connected to."""
+        sock = self._sock
+        connected = address == self._remote
+        marking: list[tuple[int, int, bytes]] = []
+        if priority is not None and priority != self._config.priority:
+            marking.append(priority_cmsg(sock.family, priority))
+        if len(run) > 1:
+            marking.append(segment_cmsg(len(run[0][0])))
+            sock.sendmsg(
+                [data for data, _, _ in run], marking, 0, *(() if connected else (address,))
+            )
+            self.datagrams_offloaded += len(run)
+        elif marking:
+            sock.sendmsg([run[0][0]], marking, 0, *(() if connected else (address,)))
+        elif connected:
+            sock.send(run[0][0])
+        else:
+            sock.sendto(run[0][0], address)
+
+    def _failed(
+        self, exc: OSError, count: int, asker: Address | None, *, patient: bool
+    ) -> Exception | None:
+        """Apply the policy to the ``count`` datagrams at the front of the
+        pending queue, which failed with ``exc``. Gives the error to raise in
+        the caller's task, if any."""
+        code = exc.errno or 0
+        data, address, _priority = self._pending[0]
+        connected = address == self._remote
+        action = classify(
+            code, connected=connected, run=count, reported=self._reported_at == self._done
+        )
+        if action is Action.BACK_OFF and not patient:
+            action = Action.DROP
+        engine = self._engine
+        now = trio.current_time()
+        if action is Action.WAIT_WRITABLE or action is Action.BACK_OFF:
+            self._blocked = action
+            return None
+        if action is Action.UNSEGMENTED:
+            self._gso = False
+            logger.debug("UDP GSO refused (%s): one datagram per send from now on", exc)
+            return None
+        if action is Action.REPORTED:
+            self._reported_at = self._done
+            self.receive_errors += 1
+            engine.unreachable(code, exc.strerror or str(exc), now)
+            return None
+        if action is Action.CLOSED:
+            self._forget_pending()
+            return trio.ClosedResourceError("this trioudp endpoint is closed")
+        for _ in range(count):
+            self._pending.popleft()
+        self._done += count
+        permanent = action is Action.REFUSED
+        engine.send_failed(address, code, count, now, permanent=permanent)
+        logger.debug("dropped %d datagram(s) to %s: %s", count, address, exc)
+        if permanent and address == asker:
+            return _caller_error(exc, len(data), address)
+        return None
+
+    def _drop_first(self) -> None:
+        """Give the front datagram up: the kernel had no room for it for long."""
+        data, address, _priority = self._pending.popleft()
+        self._done += 1
+        self._blocked = None
+        self._engine.send_failed(address, errno.ENOBUFS, 1, trio.current_time(), permanent=False)
+        logger.debug("dropped a %d-byte datagram to %s: no buffer space", len(data), address)
+
+    def _forget_pending(self) -> None:
+        self._done += len(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self._forget_pending()
+
+
+def _caller_error(exc: OSError, size: int, address: Address) -> OSError:
+    if exc.errno == errno.EMSGSIZE:
+        return OSError(
+            exc.errno,
+            f"a {size}-byte datagram is too large to send to {address[0]}: lower "
+            f"max_datagram_size (1200 crosses any Internet path)",
+        )
+    return exc
