@@ -758,6 +758,7 @@ class Engine:
             datagrams_coalesced=datagrams_coalesced,
             messages_unacknowledged=unacknowledged,
             bytes_in_flight=in_flight,
+            bytes_buffered=self._budget.total,
         )
 
     def peer_statistics(self, peer: Peer) -> PeerStatistics:

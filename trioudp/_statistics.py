@@ -239,6 +239,13 @@ class EndpointStatistics(PeerStatistics):
     """Datagrams sent in GSO runs: several per system call (``offload``)."""
     datagrams_coalesced: int
     """Datagrams that arrived several per read, coalesced by the kernel (GRO)."""
+    bytes_buffered: int = 0
+    """What the endpoint holds right now for its peers and the application:
+    partial messages, reorder buffers, messages waiting in receive channels and
+    reliable messages queued to send, each charged its real cost (payload and
+    the objects that carry it). At most ``total_buffer_bytes``, but for one
+    reliable message per peer queued to send (so a reply never waits for the
+    application to read)."""
 
 
 def peer_statistics(counters: Counters, pending: int, **reliable: Any) -> PeerStatistics:
