@@ -209,8 +209,18 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
         if crc32c(view[:end]) != checksum:
             raise BadFrame("CRC32C mismatch", DropReason.CRC_ERROR)
         if not flags:
-            # The commonest frame, a whole message without options: no more to read.
+            # The commonest frame, a whole message without options, the fast
+            # way: what _decode_fields_untrusted makes of it (tests/test_fast_paths.py).
             return Frame(session, sequence, view[HEADER_SIZE:end], end - HEADER_SIZE)
+    return _decode_fields_untrusted(view, flags, session, sequence, end)
+
+
+def _decode_fields_untrusted(
+    view: memoryview, flags: int, session: int, sequence: int, end: int
+) -> Frame:
+    """The fields after the header of a frame whose seal has been checked
+    (``end``: where its payload ends)."""
+    size = view.nbytes
     if flags & ~KNOWN_FLAGS:
         raise BadFrame(f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
     if flags & FLAG_CONTROL:

@@ -1,0 +1,173 @@
+"""Connections and servers are trio ReceiveChannels: they compose with any trio
+code that takes a channel, and aclose() means what trio's aclose means."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio.testing
+
+import trioudp
+from trioudp.testing import FakeNetwork
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+SERVER = ("10.0.0.1", 5000)
+CLIENT = ("10.0.0.2", 6000)
+
+
+async def first_two(channel: trio.abc.ReceiveChannel[trioudp.Message]) -> list[bytes]:
+    """Trio code that knows nothing of trioudp: it takes any channel."""
+    taken: list[bytes] = []
+    async for message in channel:
+        taken.append(message.payload)
+        if len(taken) == 2:
+            break
+    return taken
+
+
+@pytest.fixture
+async def network() -> AsyncIterator[FakeNetwork]:
+    fake = FakeNetwork()
+    with fake.installed():
+        yield fake
+
+
+async def test_a_connection_and_a_server_are_receive_channels(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    async with (
+        trioudp.open_udp_server(*SERVER) as server,
+        trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client,
+    ):
+        assert isinstance(server, trio.abc.ReceiveChannel)
+        assert isinstance(client, trio.abc.ReceiveChannel)
+        await client.send_batch([b"one", b"two"])
+        with trio.fail_after(1):
+            assert await first_two(server) == [b"one", b"two"]
+        await server.send_to(CLIENT, b"three")
+        await server.send_to(CLIENT, b"four")
+        with trio.fail_after(1):
+            assert await first_two(client) == [b"three", b"four"]
+        # Its peer's own channel on the server is one too.
+        await client.send_batch([b"five", b"six"])
+        connection = server.connections[CLIENT]
+        with trio.fail_after(1):
+            assert await first_two(connection) == [b"five", b"six"]
+
+
+async def test_closing_a_servers_connection_forgets_its_peer(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    """aclose() on a server's connection: what waits in it is let go, receiving
+    and sending on it raise ClosedResourceError, and the peer is forgotten,
+    so its next datagram starts a new connection. Closing twice does nothing."""
+    async with (
+        trioudp.open_udp_server(*SERVER) as server,
+        trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client,
+    ):
+        await client.send(b"one")
+        await trio.testing.wait_all_tasks_blocked()
+        connection = server.connections[CLIENT]
+        assert server.receive_nowait().payload == b"one"  # nobody read it directly yet
+        with pytest.raises(trio.WouldBlock):
+            connection.receive_nowait()  # now someone does: it gets its own channel
+        await client.send(b"two")
+        with trio.fail_after(1):
+            assert (await connection.receive()).payload == b"two"
+        await client.send(b"three")
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.statistics().bytes_buffered > 0  # "three" waits for it
+        await connection.aclose()
+        await connection.aclose()
+        assert server.statistics().bytes_buffered == 0  # let go
+        assert connection.ended is trioudp.LostReason.CLOSED
+        assert connection.state.value is trioudp.ConnectionState.CLOSED
+        with pytest.raises(trio.ClosedResourceError):
+            await connection.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await connection.send(b"no")
+        assert CLIENT not in server.connections
+        assert server.statistics().peers_closed == 1
+        await client.send(b"again")
+        await trio.testing.wait_all_tasks_blocked()
+        fresh = server.connections[CLIENT]
+        assert fresh is not connection
+        with trio.fail_after(1):
+            assert (await server.receive()).payload == b"again"
+
+
+async def test_closing_a_client_connection_closes_its_endpoint(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    async with trioudp.open_udp_connection(*SERVER) as client:
+        receiver_error: list[BaseException] = []
+
+        async def receive() -> None:
+            try:
+                await client.receive()
+            except trio.ClosedResourceError as exc:
+                receiver_error.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await client.aclose()
+        assert len(receiver_error) == 1
+        with pytest.raises(trio.ClosedResourceError):
+            await client.send(b"x")
+        with pytest.raises(trio.ClosedResourceError):
+            client.receive_nowait()
+        await client.aclose()
+    # ... and the block ends quietly.
+
+
+async def test_closing_a_server_ends_its_block_quietly(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    async with (
+        trioudp.open_udp_server(*SERVER) as server,
+        trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client,
+    ):
+        await client.send(b"x")
+        await trio.testing.wait_all_tasks_blocked()
+        connection = server.connections[CLIENT]
+        await server.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await server.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await connection.receive()
+        with pytest.raises(trio.ClosedResourceError):
+            await server.send_to(CLIENT, b"y")
+        with pytest.raises(trio.ClosedResourceError):
+            server.local_address  # noqa: B018
+        await server.aclose()
+
+
+async def test_a_handler_may_close_its_own_connection(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    """A serve() handler that closes its connection just ends; serve() goes on."""
+    served: list[trioudp.Address] = []
+
+    async def handler(connection: trioudp.Connection) -> None:
+        served.append(connection.address)
+        async with connection:  # aclose() at the end, as with any trio resource
+            message = await connection.receive()
+            await connection.send(message.payload.upper())
+
+    async with trioudp.open_udp_server(*SERVER) as server, trio.open_nursery() as nursery:
+        await nursery.start(server.serve, handler)
+        for number in range(3):
+            async with trioudp.open_udp_connection(
+                *SERVER, local_address=(f"10.0.0.{number + 10}", 6000)
+            ) as client:
+                await client.send(b"hi")
+                with trio.fail_after(1):
+                    assert (await client.receive()).payload == b"HI"
+        assert len(served) == 3
+        assert server.statistics().peers_closed == 3
+        nursery.cancel_scope.cancel()

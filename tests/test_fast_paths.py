@@ -1,0 +1,204 @@
+"""Every fast path is a twin of the slow path it shortens: the same input
+gives the same events, bytes and counters either way.
+
+The fast paths: the decoder's shortcut for a plain frame (``_frame.py``),
+the receiver's for the next whole message of a known stream
+(``Reception.in_order``), and the sender's for one small bytes payload
+(``Encoder.plain``). ``Engine(fast_paths=False)`` takes the general path for
+everything."""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from typing import TYPE_CHECKING, Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trioudp import Config
+from trioudp._engine import Engine
+from trioudp._frame import (
+    CRC_SIZE,
+    Frame,
+    _decode_fields_untrusted,
+    decode_frame_untrusted,
+    encode_bundle,
+    encode_message,
+    encode_plain,
+)
+
+if TYPE_CHECKING:
+    from trioudp._events import Event
+
+ADDRESSES = [("10.0.0.2", 4000), ("10.0.0.3", 4000), ("10.0.0.4", 5000)]
+
+
+def fields(frame: Frame) -> dict[str, object]:
+    values = {name: getattr(frame, name) for name in Frame.__slots__}
+    values["payload"] = bytes(frame.payload)
+    values["parts"] = [bytes(part) for part in frame.parts]
+    return values
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), st.binary(max_size=1400))
+def test_the_plain_frame_shortcut_decodes_as_the_general_path(
+    session: int, sequence: int, payload: bytes
+) -> None:
+    datagram = encode_plain(session, sequence, payload)
+    fast = decode_frame_untrusted(datagram)
+    general = _decode_fields_untrusted(
+        memoryview(datagram), 0, session, sequence, len(datagram) - CRC_SIZE
+    )
+    assert fields(fast) == fields(general)
+
+
+def engines(**options: Any) -> tuple[Engine, Engine]:
+    config = Config(**options)
+    return tuple(  # type: ignore[return-value]
+        Engine(
+            config,
+            now=0.0,
+            new_session_id=itertools.count(1000).__next__,
+            fast_paths=fast,
+        )
+        for fast in (True, False)
+    )
+
+
+def describe(event: Event) -> tuple[object, ...]:
+    kind = type(event).__name__
+    peer = getattr(event, "peer", None)
+    return (
+        kind,
+        None if peer is None else peer.address,
+        getattr(event, "state", None),
+        getattr(event, "reason", None),
+    )
+
+
+def observe(engine: Engine, now: float) -> tuple[object, ...]:
+    """Everything the engine gives the shell after some work."""
+    queue = engine.shared_queue()
+    taken = engine.take(queue, 10**6)
+    assert isinstance(taken, list)
+    messages = [(m.payload, m.address, m.sequence, m.topic, m._datagrams) for m in taken]
+    events = [describe(event) for event in engine.events()]
+    sent = engine.datagrams_to_send(now)
+    stats = engine.statistics()
+    peers = {address: peer.statistics() for address, peer in engine.peers.items()}
+    return messages, events, sent, stats, peers, engine.next_deadline(), engine.buffered_bytes
+
+
+@st.composite
+def traffic(draw: st.DrawFn) -> list[tuple[int, bytes, float]]:
+    """Datagrams as senders make them (plain, fragmented, bundled, with topics,
+    group frames), then reordered, duplicated and sprinkled with garbage and
+    sender restarts; each with its source and a time."""
+    datagrams: list[tuple[int, bytes]] = []
+    for source in range(draw(st.integers(1, len(ADDRESSES)))):
+        session = draw(st.integers(1, 2**64 - 1))
+        sequence = draw(st.integers(0, 2**32 - 1))
+        for _ in range(draw(st.integers(1, 12))):
+            shape = draw(
+                st.sampled_from(
+                    ["plain"] * 8 + ["large", "bundle", "bundle", "topic", "group", "restart"]
+                )
+            )
+            if shape == "restart":
+                session = draw(st.integers(1, 2**64 - 1))
+                sequence = 0
+                continue
+            payload = draw(st.binary(max_size=40))
+            if shape == "large":
+                made = encode_message(session, sequence, payload * 20 + b"!", 300)
+                sequence += 1
+            elif shape == "bundle":
+                parts = draw(st.lists(st.binary(max_size=20), min_size=2, max_size=5))
+                made = [encode_bundle(session, sequence, parts)]
+                sequence += len(parts)
+            elif shape == "topic":
+                made = encode_message(session, sequence, payload, 1200, topic=b"t")
+                sequence += 1
+            elif shape == "group":
+                made = encode_message(session ^ 1, sequence, payload, 1200, group=True)
+            else:
+                made = [encode_plain(session, sequence, payload)]
+                sequence += 1
+            sequence %= 2**32
+            datagrams.extend((source, datagram) for datagram in made)
+    # Mostly in order, as a network delivers them: a few neighbours swapped,
+    # a few copies and garbage datagrams put anywhere.
+    order = list(datagrams)
+    for index in draw(st.lists(st.integers(0, max(len(order) - 2, 0)), max_size=len(order) // 4)):
+        if index + 1 < len(order):
+            order[index], order[index + 1] = order[index + 1], order[index]
+    extras = draw(st.lists(st.sampled_from(datagrams), max_size=4)) if datagrams else []
+    extras += [(0, garbage) for garbage in draw(st.lists(st.binary(max_size=30), max_size=3))]
+    for extra in extras:
+        order.insert(draw(st.integers(0, len(order))), extra)
+    times = draw(st.lists(st.floats(0, 0.05), min_size=len(order), max_size=len(order)))
+    now = 0.0
+    timed: list[tuple[int, bytes, float]] = []
+    for (source, datagram), step in zip(order, times, strict=True):
+        now += step
+        timed.append((source, datagram, now))
+    return timed
+
+
+@given(traffic(), st.booleans(), st.sampled_from([None, None, frozenset({"", "t"})]))
+def test_the_in_order_shortcut_receives_as_the_general_path(
+    arriving: list[tuple[int, bytes, float]], ordered: bool, topics: frozenset[str] | None
+) -> None:
+    fast, general = engines(ordered=ordered, reorder_timeout=0.02, reassembly_timeout=0.1)
+    for engine in (fast, general):
+        engine.subscribe(topics)
+    for source, datagram, now in arriving:
+        for engine in (fast, general):
+            engine.handle_timer(now)
+            engine.receive_datagram(datagram, ADDRESSES[source], now)
+        assert observe(fast, now) == observe(general, now)
+    for engine in (fast, general):
+        engine.handle_timer(10.0)
+    assert observe(fast, 10.0) == observe(general, 10.0)
+
+
+def view(data: bytes) -> memoryview:
+    return memoryview(data)
+
+
+payloads = st.one_of(
+    st.binary(max_size=2600),
+    st.binary(max_size=100).map(bytearray),
+    st.binary(max_size=100).map(view),
+    st.lists(st.integers(0, 2**32 - 1), max_size=30).map(lambda items: array("I", items)),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(payloads, min_size=1, max_size=4),
+            st.sampled_from(["", "t"]),
+            st.sampled_from([None, 46]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_small_send_shortcut_sends_as_the_general_path(
+    sends: list[tuple[list[Any], str, int | None, bool]],
+) -> None:
+    fast, general = engines()
+    for batch, topic, priority, group in sends:
+        outputs: list[tuple[object, ...]] = []
+        for engine in (fast, general):
+            peer = (
+                engine.destination(ADDRESSES[2], 0.0)
+                if group
+                else engine.peer_for(ADDRESSES[0], 0.0)
+            )
+            engine.send(peer, batch, 0.0, topic=topic, priority=priority)
+            outputs.append(observe(engine, 0.0))
+        assert outputs[0] == outputs[1]
