@@ -47,7 +47,6 @@ still pending; see _statistics.py.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 from typing import TYPE_CHECKING
 
@@ -56,8 +55,6 @@ from ._control import Control
 from ._delivery import Delivery, QueueState, Unreachable
 from ._events import (
     Event,
-    PeerClosed,
-    PeerOpened,
     SendProgress,
     StateChanged,
     assert_never,
@@ -65,12 +62,13 @@ from ._events import (
 from ._frame import KIND_PING, BadFrame, decode_frame_untrusted
 from ._message import Message
 from ._peer import Loss, Peer
+from ._peers import PeerTable
 from ._reasons import LostReason
-from ._receiving import Reception, retire
+from ._receiving import Reception
 from ._reliable import Sender
 from ._sending import Encoder, Output, encode_topic
 from ._state import ConnectionState
-from ._statistics import COUNTERS, Counters, EndpointStatistics, endpoint_statistics
+from ._statistics import Counters, EndpointStatistics, endpoint_statistics
 from ._timers import KEEPALIVE_JITTER, Timer, Timers
 
 if TYPE_CHECKING:
@@ -87,19 +85,6 @@ if TYPE_CHECKING:
     from ._statistics import PeerStatistics
 
 logger = logging.getLogger(__name__)
-
-#: Counters the endpoint keeps itself rather than summing its peers': delivery
-#: and overflow are counted when a message enters or leaves a queue, possibly
-#: for a peer that is already gone.
-_ENDPOINT_OWNED = frozenset(
-    {
-        "datagrams_delivered",
-        "messages_delivered",
-        "datagrams_overflow_dropped",
-        "messages_overflow_dropped",
-    }
-)
-_SUMMED = tuple(name for name in COUNTERS if name not in _ENDPOINT_OWNED)
 
 
 def random_session_id() -> int:
@@ -134,25 +119,12 @@ class Engine:
         self.key = key
         self.framing = config.framing
         self.reliable = config.reliable
-        self.random = random.Random()
-        self._new_session_id = new_session_id
         self._fast = fast_paths
-        self.peers: dict[Address, Peer] = {}
-        #: Send state for group destinations (multicast groups, broadcast addresses).
-        self._destinations: dict[Address, Peer] = {}
-        #: Session ids of our own GROUP sends, to recognise them looped back.
-        self._own_sessions: set[int] = set()
         self._events: list[Event] = []
         #: Peers with output to produce at the next ``datagrams_to_send``.
         self._ready: dict[Peer, None] = {}
         #: Datagrams no peer owns, and the endpoint-owned counters.
         self._own = Counters()
-        #: Counters of peers already forgotten.
-        self._retired = Counters()
-        self.peers_opened = 0
-        self.peers_closed = 0
-        #: Whether every new peer gets its own queue at once (``serve()`` runs).
-        self.claim_new_peers = False
         self.connected = connected_to is not None
         self._budget = Budget(config)
         self._output = Output()
@@ -163,14 +135,29 @@ class Engine:
         self._control = Control(config, key, self._output, self._reception, self, self._own)
         self._timers = Timers(config, self._reception, client=self.connected)
         self._encoder = Encoder(config, key)
+        self._table = PeerTable(
+            config,
+            client=self.connected,
+            key=key,
+            new_session_id=new_session_id,
+            reception=self._reception,
+            delivery=self._delivery,
+            emit=self._events_append,
+            arm=self.arm,
+        )
+        #: The known peers by address (a client's one peer, a server's many).
+        self.peers = self._table.peers
         self.client_peer: Peer | None = None
         if connected_to is not None:
-            peer = self._open_peer(connected_to, now)
+            peer = self._table.open(connected_to, now)
             assert peer is not None
             peer.state = ConnectionState.CONNECTING
             peer.validated = True
             self._delivery.claim(peer)
             self.client_peer = peer
+
+    def _events_append(self, event: Event) -> None:
+        self._events.append(event)
 
     # -- datagrams in ------------------------------------------------------------------
 
@@ -206,15 +193,17 @@ class Engine:
             return
         session = frame.session
         group = frame.group
-        if group and session in self._own_sessions:
+        table = self._table
+        if group and session in table.own_sessions:
             counters = self._own if peer is None else peer.counters
             counters.datagrams_received += 1
             counters.bytes_received += size
             counters.datagrams_own += 1
             return
-        if peer is None or (not group and self._restarted(peer, session)):
-            peer = self._reopen(peer, address, size, now)
+        if peer is None or (not group and table.restarted(peer, session)):
+            peer = table.reopen(peer, address, now)
             if peer is None:
+                self._count_unowned_over_limit(size)
                 return
         parts = frame.parts
         counters = peer.counters
@@ -228,7 +217,7 @@ class Engine:
         if self._fast and reception.in_order(peer, frame, now):
             return
         first = frame.oldest if self.reliable else frame.sequence
-        stream = reception.stream(peer, group, session, first, now, older=self._older)
+        stream = reception.stream(peer, group, session, first, now, older=table.older)
         if stream is None:
             if parts:
                 counters.datagrams_stale_session += len(parts) - 1
@@ -259,7 +248,7 @@ class Engine:
     ) -> None:
         """Raw mode: every datagram is a message."""
         if peer is None:
-            peer = self._open_peer(address, now)
+            peer = self._table.open(address, now)
             if peer is None:
                 self._count_unowned_over_limit(size)
                 return
@@ -274,7 +263,7 @@ class Engine:
     ) -> None:
         """An ACK, PING or REJECT frame. A PING from a new address opens a peer."""
         if peer is None and frame.kind == KIND_PING:
-            peer = self._open_peer(address, now)
+            peer = self._table.open(address, now)
             if peer is None:
                 self._count_unowned_over_limit(size)
                 return
@@ -285,41 +274,6 @@ class Engine:
         counters.datagrams_received += 1
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
-
-    def _restarted(self, peer: Peer, session: int) -> bool:
-        """Whether a unicast frame of ``session`` means a server's peer restarted."""
-        stream = peer.unicast
-        return (
-            not self.connected
-            and stream is not None
-            and session != stream.session
-            and session not in peer.retired
-            and not self._older(session, stream.session)
-        )
-
-    def _older(self, session: int, current: int) -> bool:
-        """With a key, session ids start with the second they were made (see
-        keyed_session_id), so an authenticated session older than the current
-        one is a recording played back: refused as stale."""
-        return self.key is not None and session >> 32 < current >> 32
-
-    def _reopen(self, peer: Peer | None, address: Address, size: int, now: float) -> Peer | None:
-        """A peer for a data frame from ``address``: new, or (``peer`` restarted)
-        its successor, which remembers the sessions before (None: no room)."""
-        retired = None
-        if peer is not None:
-            stream = peer.unicast
-            assert stream is not None
-            retired = retire(peer.retired, stream.session)
-            self._close_peer(peer, LostReason.REPLACED)
-        fresh = self._open_peer(address, now)
-        if fresh is None:
-            self._count_unowned_over_limit(size)
-            return None
-        if retired is not None:
-            fresh.retired = retired
-            fresh.counters.session_changes += 1
-        return fresh
 
     def _count_unowned_over_limit(self, size: int) -> None:
         own = self._own
@@ -367,80 +321,31 @@ class Engine:
 
     # -- peers --------------------------------------------------------------------------
 
-    def _open_peer(self, address: Address, now: float) -> Peer | None:
-        if len(self.peers) >= self.config.max_peers:
-            return None
-        peer = Peer(address, self._new_session_id(), now)
-        self._schedule_keepalive(peer)
-        self.peers[address] = peer
-        self.peers_opened += 1
-        if self.claim_new_peers:
-            self._delivery.claim(peer)
-        if not self.connected:
-            self._events.append(PeerOpened(peer))
-        self.arm(peer)
-        return peer
-
-    def _close_peer(self, peer: Peer, reason: LostReason) -> None:
-        if peer.closed:
-            return
-        reception = self._reception
-        for stream in peer.streams():
-            stale = reason is LostReason.REPLACED and stream is peer.unicast
-            reception.end_stream(peer, stream, stale=stale)
-        peer.unicast = None
-        peer.groups = {}
-        peer.closed = True
-        sender = peer.sender
-        if sender is not None:
-            if sender.unacknowledged and peer.lost is None:
-                peer.lost = reason
-            sender.fail(reason)
-        peer.state = ConnectionState.CLOSED
-        peer.keepalive_at = float("inf")
-        if self.peers.get(peer.address) is peer:
-            del self.peers[peer.address]
-        self._own_sessions.discard(peer.send_session)
-        self._retired.add(peer.counters, _SUMMED)
-        self.peers_closed += 1
-        if peer.queue is not None:
-            self._delivery.end(peer.queue)
-        self._events.append(PeerClosed(peer, reason))
-
     def peer_for(self, address: Address, now: float) -> Peer:
-        """The peer to send to at ``address``, made if new; when ``max_peers``
-        are known, the least recently active one is forgotten to make room. The
-        application chose the address, so the amplification limit is lifted."""
-        peer = self.peers.get(address)
-        if peer is None:
-            if len(self.peers) >= self.config.max_peers:
-                victim = min(self.peers.values(), key=lambda p: p.last_activity)
-                self._close_peer(victim, LostReason.EVICTED)
-            peer = self._open_peer(address, now)
-            assert peer is not None
-            peer.state = ConnectionState.CONNECTING
-        peer.validated = True
-        return peer
+        """The peer to send to at ``address``, made if new (see PeerTable.peer_for)."""
+        return self._table.peer_for(address, now)
 
     def destination(self, address: Address, now: float) -> Peer:
         """The send state for a group destination (a multicast group or a
-        broadcast address): no receive state, no events, never idle."""
-        peer = self._destinations.get(address)
-        if peer is None:
-            peer = self._destinations[address] = Peer(address, self._new_session_id(), now)
-        return peer
+        broadcast address)."""
+        return self._table.destination(address, now)
 
     def is_destination(self, peer: Peer) -> bool:
         """Whether ``peer`` is a group destination's send state."""
-        return self._destinations.get(peer.address) is peer
+        return self._table.is_destination(peer)
 
     def live(self, peer: Peer, now: float) -> Peer:
-        """The peer to send to for ``peer``: itself, or if the engine forgot it
-        (idle, restarted), whatever peer its address has now, so that one
-        sequence space is used."""
-        if peer.closed and peer is not self._destinations.get(peer.address):
-            return self.peer_for(peer.address, now)
-        return peer
+        """The peer to send to for ``peer`` (see PeerTable.live)."""
+        return self._table.live(peer, now)
+
+    @property
+    def claim_new_peers(self) -> bool:
+        """Whether every new peer gets its own queue at once (``serve()`` runs)."""
+        return self._table.claim_new_peers
+
+    @claim_new_peers.setter
+    def claim_new_peers(self, value: bool) -> None:
+        self._table.claim_new_peers = value
 
     def close_peer(self, peer: Peer, *, closed: bool = False) -> None:
         """The application is done with ``peer`` (its handler returned, or it
@@ -449,7 +354,7 @@ class Engine:
         get EndOfChannel, or with ``closed`` ClosedResourceError). A client's
         peer is never forgotten."""
         if peer is not self.client_peer:
-            self._close_peer(peer, LostReason.CLOSED)
+            self._table.close(peer, LostReason.CLOSED)
         if peer.queue is not None:
             state = QueueState.CLOSED if closed else QueueState.ENDED
             self._delivery.discard(peer.queue, state)
@@ -490,7 +395,7 @@ class Engine:
             for made in encoder.encode(peer, views, encode_topic(topic), group=group):
                 self._output.add(peer, made, now, priority)
             if group and self.framing:
-                self._own_sessions.add(peer.send_session)
+                self._table.own_sessions.add(peer.send_session)
         peer.counters.messages_sent += len(payloads)
         peer.last_activity = now
 
@@ -599,7 +504,7 @@ class Engine:
         to (not permitted, too large...), which fails a reliable peer at once;
         otherwise a reliable peer that stays unreachable fails when its sender
         gives up, with this error as the reason."""
-        peer = self.peers.get(address) or self._destinations.get(address)
+        peer = self.peers.get(address) or self._table.destinations.get(address)
         if peer is None:
             self._own.datagrams_send_dropped += datagrams
             return
@@ -706,7 +611,7 @@ class Engine:
                     peer.ping_due = True
                     self._ready[peer] = None
                     peer.last_sent = now
-                self._schedule_keepalive(peer)
+                self._table.schedule_keepalive(peer)
             case Timer.DEAD:
                 self._set_state(peer, ConnectionState.LOST)
             case Timer.QUIET:
@@ -719,15 +624,9 @@ class Engine:
                 assert stream is not None
                 self._reception.expire_partials(peer, stream, now)
             case Timer.FORGET:
-                self._close_peer(peer, LostReason.IDLE)
+                self._table.close(peer, LostReason.IDLE)
             case _:
                 assert_never(timer)
-
-    def _schedule_keepalive(self, peer: Peer) -> None:
-        keepalive = self.config.keepalive
-        if keepalive is not None:
-            # Never before last_sent + 0.8 x keepalive, which the KEEPALIVE timer finds due.
-            peer.keepalive_at = peer.last_sent + keepalive * self.random.uniform(*KEEPALIVE_JITTER)
 
     # -- statistics ---------------------------------------------------------------------
 
@@ -735,24 +634,14 @@ class Engine:
         self, *, receive_errors: int = 0, datagrams_offloaded: int = 0, datagrams_coalesced: int = 0
     ) -> EndpointStatistics:
         """Totals over every peer, with the transport's own figures."""
-        total = Counters()
-        total.add(self._own)
-        total.add(self._retired)
-        pending = unacknowledged = in_flight = 0
-        for peer in self.peers.values():
-            total.add(peer.counters, _SUMMED)
-            pending += peer.pending_datagrams
-            if peer.sender is not None:
-                unacknowledged += peer.sender.unacknowledged
-                in_flight += peer.sender.bytes_in_flight
-        for destination in self._destinations.values():
-            total.add(destination.counters, _SUMMED)
+        table = self._table
+        total, pending, unacknowledged, in_flight = table.totals(self._own)
         return endpoint_statistics(
             total,
             pending,
             peers=len(self.peers),
-            peers_opened=self.peers_opened,
-            peers_closed=self.peers_closed,
+            peers_opened=table.opened,
+            peers_closed=table.closed,
             receive_errors=receive_errors,
             datagrams_offloaded=datagrams_offloaded,
             datagrams_coalesced=datagrams_coalesced,

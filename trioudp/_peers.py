@@ -1,0 +1,217 @@
+"""The peer table: which ``Peer`` an address has, made, found and forgotten.
+
+One Peer per remote address that has sent a valid frame (any datagram in raw
+mode), up to ``max_peers``; datagrams from further new addresses are dropped
+(counted) until one leaves, but the application sending to a new address
+makes room by forgetting the least recently active peer. A unicast frame with
+a new session id means a server's peer restarted: the old Peer is closed
+(REPLACED) and a new one opened that remembers the last few session ids as
+stale. Group destinations (multicast groups, broadcast addresses) have send
+state of their own, outside the table.
+"""
+
+from __future__ import annotations
+
+import random
+from math import inf
+from typing import TYPE_CHECKING
+
+from ._events import PeerClosed, PeerOpened
+from ._peer import Peer
+from ._reasons import LostReason
+from ._receiving import retire
+from ._state import ConnectionState
+from ._statistics import COUNTERS, Counters
+from ._timers import KEEPALIVE_JITTER
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._config import Config
+    from ._delivery import Delivery
+    from ._events import Event
+    from ._message import Address
+    from ._receiving import Reception
+
+#: Counters an endpoint keeps itself rather than summing its peers': delivery
+#: and overflow are counted when a message enters or leaves a queue, possibly
+#: for a peer that is already gone.
+ENDPOINT_OWNED = frozenset(
+    {
+        "datagrams_delivered",
+        "messages_delivered",
+        "datagrams_overflow_dropped",
+        "messages_overflow_dropped",
+    }
+)
+SUMMED = tuple(name for name in COUNTERS if name not in ENDPOINT_OWNED)
+
+
+class PeerTable:
+    """The peers of one endpoint."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: bool,
+        key: bytes | None,
+        new_session_id: Callable[[], int],
+        reception: Reception,
+        delivery: Delivery,
+        emit: Callable[[Event], None],
+        arm: Callable[[Peer], None],
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._key = key
+        self._new_session_id = new_session_id
+        self._reception = reception
+        self._delivery = delivery
+        self._emit = emit
+        self._arm = arm
+        self.random = random.Random()
+        self.peers: dict[Address, Peer] = {}
+        #: Send state for group destinations (multicast groups, broadcast addresses).
+        self.destinations: dict[Address, Peer] = {}
+        #: Session ids of our own GROUP sends, to recognise them looped back.
+        self.own_sessions: set[int] = set()
+        #: Counters of peers already forgotten.
+        self.retired = Counters()
+        self.opened = 0
+        self.closed = 0
+        #: Whether every new peer gets its own queue at once (``serve()`` runs).
+        self.claim_new_peers = False
+
+    def open(self, address: Address, now: float) -> Peer | None:
+        """A new peer at ``address`` (None: ``max_peers`` are known)."""
+        if len(self.peers) >= self._config.max_peers:
+            return None
+        peer = Peer(address, self._new_session_id(), now)
+        self.schedule_keepalive(peer)
+        self.peers[address] = peer
+        self.opened += 1
+        if self.claim_new_peers:
+            self._delivery.claim(peer)
+        if not self._client:
+            self._emit(PeerOpened(peer))
+        self._arm(peer)
+        return peer
+
+    def close(self, peer: Peer, reason: LostReason) -> None:
+        """Forget ``peer``: its streams settle, its reliable sender stops, its
+        queue ends (once its messages are taken)."""
+        if peer.closed:
+            return
+        reception = self._reception
+        for stream in peer.streams():
+            stale = reason is LostReason.REPLACED and stream is peer.unicast
+            reception.end_stream(peer, stream, stale=stale)
+        peer.unicast = None
+        peer.groups = {}
+        peer.closed = True
+        sender = peer.sender
+        if sender is not None:
+            if sender.unacknowledged and peer.lost is None:
+                peer.lost = reason
+            sender.fail(reason)
+        peer.state = ConnectionState.CLOSED
+        peer.keepalive_at = inf
+        if self.peers.get(peer.address) is peer:
+            del self.peers[peer.address]
+        self.own_sessions.discard(peer.send_session)
+        self.retired.add(peer.counters, SUMMED)
+        self.closed += 1
+        if peer.queue is not None:
+            self._delivery.end(peer.queue)
+        self._emit(PeerClosed(peer, reason))
+
+    def restarted(self, peer: Peer, session: int) -> bool:
+        """Whether a unicast frame of ``session`` means a server's peer restarted."""
+        stream = peer.unicast
+        return (
+            not self._client
+            and stream is not None
+            and session != stream.session
+            and session not in peer.retired
+            and not self.older(session, stream.session)
+        )
+
+    def older(self, session: int, current: int) -> bool:
+        """With a key, session ids start with the second they were made (see
+        keyed_session_id), so an authenticated session older than the current
+        one is a recording played back: refused as stale."""
+        return self._key is not None and session >> 32 < current >> 32
+
+    def reopen(self, peer: Peer | None, address: Address, now: float) -> Peer | None:
+        """A peer for a data frame from ``address``: new, or (``peer`` restarted)
+        its successor, which remembers the sessions before (None: no room)."""
+        retired = None
+        if peer is not None:
+            stream = peer.unicast
+            assert stream is not None
+            retired = retire(peer.retired, stream.session)
+            self.close(peer, LostReason.REPLACED)
+        fresh = self.open(address, now)
+        if fresh is not None and retired is not None:
+            fresh.retired = retired
+            fresh.counters.session_changes += 1
+        return fresh
+
+    def peer_for(self, address: Address, now: float) -> Peer:
+        """The peer to send to at ``address``, made if new (forgetting the least
+        recently active one if ``max_peers`` are known). The application chose
+        the address, so the amplification limit is lifted."""
+        peer = self.peers.get(address)
+        if peer is None:
+            if len(self.peers) >= self._config.max_peers:
+                victim = min(self.peers.values(), key=lambda p: p.last_activity)
+                self.close(victim, LostReason.EVICTED)
+            peer = self.open(address, now)
+            assert peer is not None
+            peer.state = ConnectionState.CONNECTING
+        peer.validated = True
+        return peer
+
+    def destination(self, address: Address, now: float) -> Peer:
+        """The send state for a group destination: no receive state, no events,
+        never idle."""
+        peer = self.destinations.get(address)
+        if peer is None:
+            peer = self.destinations[address] = Peer(address, self._new_session_id(), now)
+        return peer
+
+    def is_destination(self, peer: Peer) -> bool:
+        return self.destinations.get(peer.address) is peer
+
+    def live(self, peer: Peer, now: float) -> Peer:
+        """The peer to send to for ``peer``: itself, or if it was forgotten
+        (idle, restarted), whatever peer its address has now, so that one
+        sequence space is used."""
+        if peer.closed and not self.is_destination(peer):
+            return self.peer_for(peer.address, now)
+        return peer
+
+    def schedule_keepalive(self, peer: Peer) -> None:
+        keepalive = self._config.keepalive
+        if keepalive is not None:
+            # Never before last_sent + 0.8 x keepalive, which the KEEPALIVE timer finds due.
+            peer.keepalive_at = peer.last_sent + keepalive * self.random.uniform(*KEEPALIVE_JITTER)
+
+    def totals(self, own: Counters) -> tuple[Counters, int, int, int]:
+        """Every counter summed over the endpoint's own, forgotten peers', known
+        peers' and destinations'; datagrams pending; reliable messages
+        unacknowledged and bytes in flight."""
+        total = Counters()
+        total.add(own)
+        total.add(self.retired)
+        pending = unacknowledged = in_flight = 0
+        for peer in self.peers.values():
+            total.add(peer.counters, SUMMED)
+            pending += peer.pending_datagrams
+            if peer.sender is not None:
+                unacknowledged += peer.sender.unacknowledged
+                in_flight += peer.sender.bytes_in_flight
+        for destination in self.destinations.values():
+            total.add(destination.counters, SUMMED)
+        return total, pending, unacknowledged, in_flight
