@@ -578,9 +578,16 @@ class Engine:
         return self._timers.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        """Run every timeout that is due at ``now``."""
+        """Run every timeout that is due at ``now``, each peer's once (a timer
+        its own action left due would come up again at the next call, not in
+        a loop here: tests/test_timers.py holds that none does)."""
         timers = self._timers
+        due: list[Peer] = []
         while (peer := timers.pop_due(now)) is not None:
+            due.append(peer)
+        for peer in due:
+            if peer.closed:
+                continue
             for deadline, timer, stream in timers.table(peer, self._ready):
                 if deadline <= now:
                     self._fire(peer, timer, stream, now)
