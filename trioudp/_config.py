@@ -81,9 +81,10 @@ class Config:
     and ``to_dict`` turn it into plain JSON/TOML-friendly values and back.
 
     Memory is bounded by these numbers: one peer holds at most ``peer_buffer_bytes``
-    of incomplete or out-of-order messages, all peers together at most
-    ``total_buffer_bytes``, and each receive channel at most ``channel_capacity``
-    messages of at most ``channel_bytes`` in all.
+    of incomplete or out-of-order messages, each receive channel at most
+    ``channel_capacity`` messages of at most ``channel_bytes`` in all, and the
+    endpoint at most ``total_buffer_bytes`` of everything it holds, channels
+    included, each thing charged what it really costs in memory.
     """
 
     framing: bool = attrs.field(default=True, validator=_boolean)
@@ -119,10 +120,15 @@ class Config:
     """How many fragmented messages one peer may have in reassembly at once."""
 
     peer_buffer_bytes: int = attrs.field(default=4 * _MiB, validator=_integer(0, 2**40))
-    """Bytes one peer may hold in reassembly and reorder buffers together."""
+    """Bytes one peer may hold in reassembly and reorder buffers together (and in
+    reliable mode, its messages the application has not received yet), each
+    thing charged its real cost in memory, not only its payload."""
 
     total_buffer_bytes: int = attrs.field(default=64 * _MiB, validator=_integer(0, 2**44))
-    """Bytes all peers of an endpoint may hold in those buffers together."""
+    """Bytes an endpoint may hold in all: every peer's reassembly and reorder
+    buffers, every receive channel (the server's, each connection's), and
+    reliable messages queued to send, each charged its real cost in memory
+    (``statistics().bytes_buffered``)."""
 
     channel_capacity: int = attrs.field(default=1024, validator=_integer(1, 2**20))
     """Messages a receive channel holds before ``overflow`` applies."""

@@ -168,8 +168,10 @@ class PeerStatistics:
     session_changes: int
     """Times the peer started a new session (restarted) while known."""
     datagrams_send_dropped: int
-    """Datagrams to send that the kernel had no buffer for (ENOBUFS) even after
-    about half a second of backing off; dropped, as a full router would."""
+    """Datagrams to send that the kernel refused: no buffer (ENOBUFS) even after
+    about half a second of backing off, no route, a firewall, an address that
+    cannot be sent to (see the error policy in docs/design.md); dropped, as a
+    network would."""
     messages_acked: int
     """Reliable messages the peer acknowledged (every fragment of them)."""
     messages_failed: int
