@@ -4,7 +4,7 @@ gives the same events, bytes and counters either way.
 The fast paths: the decoder's shortcut for a plain frame (``_frame.py``),
 the receiver's for the next whole message of a known stream
 (``Reception.in_order``), and the sender's for one small bytes payload
-(``Encoder.plain``). ``Engine(fast_paths=False)`` takes the general path for
+(``Engine.send``). ``Engine(fast_paths=False)`` takes the general path for
 everything."""
 
 from __future__ import annotations

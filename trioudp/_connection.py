@@ -90,7 +90,8 @@ class Connection(Receiving):
         ``array('I')`` of 1,000 items is 4,000 bytes); anything else is a
         TypeError. A cancellation point on every call; it lets other tasks run
         at least once per 16 datagrams sent, rather than after each one."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         await self._endpoint._send(self._peer, [payload], topic=topic, priority=priority)
 
     async def send_batch(

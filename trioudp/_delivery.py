@@ -90,7 +90,7 @@ class Delivery:
         #: The server's queue for peers nobody receives from directly.
         self.shared: Queue | None = Queue() if shared else None
         #: Queues that got something since the shell last took events.
-        self._waking: list[Queue] = []
+        self.waking: list[Queue] = []
 
     # -- the engine's side ---------------------------------------------------------
 
@@ -175,16 +175,11 @@ class Delivery:
     def _wake(self, queue: Queue) -> None:
         if not queue.waking:
             queue.waking = True
-            self._waking.append(queue)
-
-    @property
-    def waking(self) -> bool:
-        """Whether a queue got something since the last ``events``."""
-        return bool(self._waking)
+            self.waking.append(queue)
 
     def events(self) -> list[MessagesWaiting]:
         """A MessagesWaiting for each queue that got something (or ended)."""
-        waking, self._waking = self._waking, []
+        waking, self.waking = self.waking, []
         for queue in waking:
             queue.waking = False
         return [MessagesWaiting(queue) for queue in waking]

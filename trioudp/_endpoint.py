@@ -22,6 +22,7 @@ acknowledgement wakes) and puts what the engine then has to send on the wire.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from contextlib import asynccontextmanager, suppress
@@ -47,11 +48,12 @@ from ._events import (
 )
 from ._frame import KEY_SIZES
 from ._multicast import check_priority
+from ._peer import LostPeer
 from ._reasons import LostReason
 from ._sending import encode_topic
 from ._sockethook import is_fake
 from ._sockets import AddressBook, adopt_socket, client_socket, peer_name, server_socket
-from ._transport import Transport
+from ._transport import Sent, Transport
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
     from ._config import Options
     from ._delivery import Queue, Unreachable
     from ._message import Address, Message
-    from ._peer import Peer
+    from ._peer import Loss, Peer
     from ._statistics import EndpointStatistics
 
     Ts = TypeVarTuple("Ts")
@@ -136,6 +138,9 @@ class Endpoint:
         #: Datagrams sent since the sending task last let others run.
         self._unyielded = 0
         self._timer_scope = trio.CancelScope()
+        #: The deadline the timer task sleeps until (reading a cancel scope's
+        #: deadline back costs more than a send).
+        self._wake_at = math.inf
         #: The scope of the endpoint's tasks, while they run.
         self._tasks: trio.CancelScope | None = None
         self._closed = False
@@ -213,7 +218,8 @@ class Endpoint:
     async def _timer_loop(self) -> None:
         engine = self._engine
         while True:
-            with trio.CancelScope(deadline=engine.next_deadline()) as self._timer_scope:
+            self._wake_at = engine.next_deadline()
+            with trio.CancelScope(deadline=self._wake_at) as self._timer_scope:
                 await trio.sleep_forever()
             engine.handle_timer(trio.current_time())
             self._after_engine()
@@ -232,19 +238,8 @@ class Endpoint:
 
     def _update_deadline(self) -> None:
         deadline = self._engine.next_deadline()
-        self._timer_scope.deadline = min(self._timer_scope.deadline, deadline)
-
-    async def _send_output(self, asker: Address) -> None:
-        """After the application's own send: events dispatched, and everything
-        the engine has to send put on the wire in this task (waiting while the
-        kernel has no room; an error for ``asker`` raised here)."""
-        engine = self._engine
-        if engine.has_events:
-            self._dispatch(engine.events())
-        datagrams = engine.datagrams_to_send(trio.current_time())
-        self._update_deadline()
-        await self._transport.send(datagrams, asker)
-        await self._yield_sometimes(max(len(datagrams), 1))
+        if deadline < self._wake_at:
+            self._wake_at = self._timer_scope.deadline = deadline
 
     def _dispatch(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -322,25 +317,58 @@ class Endpoint:
         topic: str = "",
         priority: int | None = None,
     ) -> None:
-        """Send one message (``payloads`` of one) or a batch to ``peer``."""
+        """Send one message (``payloads`` of one) or a batch to ``peer``; then
+        what the engine has to send now (these messages' datagrams, and what
+        came before them) goes on the wire in this task, waiting while the
+        kernel has no room, and an error the policy gives to the caller who
+        asked is raised here."""
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
         engine = self._engine
-        self._raise_if_lost(peer)
         if priority is not None and check_priority(priority) == self._config.priority:
             priority = None
-        if self._config.reliable and not engine.is_destination(peer):
-            await self._send_reliable(peer, payloads, topic, priority)
-            return
-        await trio.lowlevel.checkpoint_if_cancelled()
-        engine.send(peer, payloads, trio.current_time(), topic=topic, priority=priority)
-        await self._send_output(peer.address)
+        try:
+            if self._config.reliable and not engine.is_destination(peer):
+                peer = await self._queue_reliable(peer, payloads, topic, priority)
+                now = trio.current_time()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                now = trio.current_time()
+                engine.send(peer, payloads, now, topic=topic, priority=priority)
+        except LostPeer as lost:
+            raise self._lost(peer, lost.loss) from None
+        if engine.has_events:
+            self._dispatch(engine.events())
+        datagrams = engine.datagrams_to_send(now)
+        if engine.next_deadline() < self._wake_at:
+            self._update_deadline()
+        count = len(datagrams) or 1
+        sent = self._transport.offer(datagrams, peer.address)
+        if sent is None and self._unyielded + count < SEND_BATCH:
+            self._unyielded += count  # the commonest send: nothing to wait for
+        else:
+            await self._finish_sending(count, sent, peer.address)
 
-    async def _send_reliable(
+    async def _finish_sending(self, count: int, sent: Sent | None, asker: Address) -> None:
+        """Wait while the kernel has no room for what ``offer`` left (an error
+        for ``asker`` is raised here), and let other tasks run once per
+        SEND_BATCH datagrams sent, not after every one: a trip through the
+        scheduler costs more than a send, and a receiver woken per datagram
+        loses its batching. Every send() is still a cancellation point (it
+        checks before sending anything)."""
+        if sent is not None:
+            await self._transport.complete(sent, asker)
+        self._unyielded += count
+        if self._unyielded >= SEND_BATCH:
+            self._unyielded = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _queue_reliable(
         self, peer: Peer, payloads: Sequence[Buffer], topic: str, priority: int | None
-    ) -> None:
-        """Queue messages, waiting for room in the peer's window as needed; the
-        engine sends them (small ones several to a datagram when they queue up)."""
+    ) -> Peer:
+        """Queue reliable messages, waiting for room in the peer's window as
+        needed; the engine sends them (small ones several to a datagram when
+        they queue up). Gives the peer they went to."""
         engine = self._engine
         engine.check(payloads)
         encode_topic(topic)
@@ -356,17 +384,7 @@ class Endpoint:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 waited = True
             engine.queue(peer, payload, trio.current_time(), topic=topic, priority=priority)
-        await self._send_output(peer.address)
-
-    async def _yield_sometimes(self, sent: int) -> None:
-        """Let other tasks run once per SEND_BATCH datagrams sent, not after every
-        one: a trip through the scheduler costs more than a send, and a receiver
-        woken per datagram loses its batching. Every send() is still a
-        cancellation point (it checks before sending anything)."""
-        self._unyielded += sent
-        if self._unyielded >= SEND_BATCH:
-            self._unyielded = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        return peer
 
     async def _flush(self, peer: Peer) -> None:
         engine = self._engine
@@ -390,13 +408,16 @@ class Endpoint:
     def _raise_if_lost(self, peer: Peer) -> None:
         loss = self._engine.loss(peer)
         if loss is not None:
-            raise PeerLostError(
-                peer.address,
-                loss.reason,
-                loss.unacknowledged,
-                errno=loss.errno,
-                give_up_timeout=self._config.give_up_timeout,
-            )
+            raise self._lost(peer, loss)
+
+    def _lost(self, peer: Peer, loss: Loss) -> PeerLostError:
+        return PeerLostError(
+            peer.address,
+            loss.reason,
+            loss.unacknowledged,
+            errno=loss.errno,
+            give_up_timeout=self._config.give_up_timeout,
+        )
 
     # -- lifetime -----------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from math import inf
 from typing import TYPE_CHECKING
 
 from ._budget import Budget
@@ -59,9 +60,9 @@ from ._events import (
     StateChanged,
     assert_never,
 )
-from ._frame import KIND_PING, BadFrame, decode_frame_untrusted
+from ._frame import KIND_PING, OVERHEAD, BadFrame, decode_frame_untrusted, encode_plain
 from ._message import Message
-from ._peer import Loss, Peer
+from ._peer import Loss, LostPeer, Peer
 from ._peers import PeerTable
 from ._reasons import LostReason
 from ._receiving import Reception
@@ -135,6 +136,13 @@ class Engine:
         self._control = Control(config, key, self._output, self._reception, self, self._own)
         self._timers = Timers(config, self._reception, client=self.connected)
         self._encoder = Encoder(config, key)
+        #: The largest payload the fast way of ``send`` takes: one plain frame's
+        #: worth, within max_message_size (-1: none, with a key or in raw mode).
+        self._plain_limit = (
+            min(config.max_datagram_size - OVERHEAD, config.max_message_size)
+            if config.framing and key is None
+            else -1
+        )
         self._table = PeerTable(
             config,
             client=self.connected,
@@ -381,21 +389,33 @@ class Engine:
     ) -> None:
         """Send unreliable messages to ``peer`` (a group destination's, too): their
         datagrams come out of the next ``datagrams_to_send``. Raises TypeError
-        or ValueError, before anything is sent, for a payload that cannot be."""
-        peer = self.live(peer, now)
+        or ValueError, before anything is sent, for a payload that cannot be,
+        and LostPeer for a peer sending to failed for good."""
+        if peer.lost is not None:
+            raise LostPeer(self._loss(peer))
+        table = self._table
+        if peer.closed:
+            peer = table.live(peer, now)
+        group = bool(table.destinations) and table.is_destination(peer)
+        if len(payloads) == 1 and not topic and not group and self._fast:
+            payload = payloads[0]
+            if type(payload) is bytes and len(payload) <= self._plain_limit:
+                # The commonest send, the fast way: one small bytes payload in
+                # one plain frame, as the general way below would make it
+                # (tests/test_fast_paths.py).
+                sequence = peer.send_sequence
+                peer.send_sequence = (sequence + 1) & 0xFFFFFFFF
+                datagram = encode_plain(peer.send_session, sequence, payload)
+                self._output.add(peer, datagram, now, priority)
+                peer.counters.messages_sent += 1
+                peer.last_activity = now
+                return
         encoder = self._encoder
-        group = self.is_destination(peer)
-        datagram = None
-        if self._fast and len(payloads) == 1 and not topic and not group:
-            datagram = encoder.plain(peer, payloads[0])
-        if datagram is not None:
-            self._output.add(peer, datagram, now, priority)
-        else:
-            views = encoder.checked(payloads)
-            for made in encoder.encode(peer, views, encode_topic(topic), group=group):
-                self._output.add(peer, made, now, priority)
-            if group and self.framing:
-                self._table.own_sessions.add(peer.send_session)
+        views = encoder.checked(payloads)
+        for made in encoder.encode(peer, views, encode_topic(topic), group=group):
+            self._output.add(peer, made, now, priority)
+        if group and self.framing:
+            table.own_sessions.add(peer.send_session)
         peer.counters.messages_sent += len(payloads)
         peer.last_activity = now
 
@@ -409,8 +429,9 @@ class Engine:
         priority: int | None = None,
     ) -> None:
         """Queue a reliable message to ``peer`` (its datagrams come out of
-        ``datagrams_to_send``); check ``loss`` and ``has_room`` first. Raises like
-        ``send`` for a payload the limits do not allow."""
+        ``datagrams_to_send``); check ``has_room`` first. Raises like ``send``."""
+        if peer.lost is not None:
+            raise LostPeer(self._loss(peer))
         (view,) = self._encoder.checked([payload])
         peer = self.live(peer, now)
         sender = peer.sender
@@ -446,8 +467,10 @@ class Engine:
 
     def loss(self, peer: Peer) -> Loss | None:
         """Why sending to ``peer`` failed for good (None: it has not)."""
-        if peer.lost is None:
-            return None
+        return None if peer.lost is None else self._loss(peer)
+
+    def _loss(self, peer: Peer) -> Loss:
+        assert peer.lost is not None
         errno = peer.errno if peer.lost is LostReason.UNREACHABLE else 0
         return Loss(peer.lost, errno, peer.counters.messages_failed)
 
@@ -537,7 +560,9 @@ class Engine:
             for peer in ready:
                 if not peer.closed:
                     self._produce(peer, now)
-        return self._output.take()
+        output = self._output
+        datagrams, output.datagrams = output.datagrams, []
+        return datagrams
 
     def _produce(self, peer: Peer, now: float) -> None:
         control = self._control
@@ -560,7 +585,7 @@ class Engine:
     @property
     def has_events(self) -> bool:
         """Whether ``events`` would give anything."""
-        return bool(self._events) or self._delivery.waking
+        return bool(self._events or self._delivery.waking)
 
     def events(self) -> list[Event]:
         """What happened since the last call, in order."""
@@ -575,7 +600,8 @@ class Engine:
 
     def next_deadline(self) -> float:
         """When ``handle_timer`` should next be called (inf: not until more data)."""
-        return self._timers.next_deadline()
+        heap = self._timers.heap
+        return heap[0][0] if heap else inf
 
     def handle_timer(self, now: float) -> None:
         """Run every timeout that is due at ``now``, each peer's once (a timer

@@ -471,7 +471,8 @@ def encode_message(
 def encode_plain(session: int, sequence: int, payload: bytes) -> bytes:
     """A whole message in a frame without options (the caller checks that it
     fits): what ``encode_message`` makes of it, with less work."""
-    return _seal(_HEADER.pack(MAGIC, VERSION, 0, session, sequence) + payload)
+    body = _HEADER.pack(MAGIC, VERSION, 0, session, sequence) + payload
+    return body + _CRC.pack(crc32c(body))
 
 
 def encode_reliable(

@@ -37,6 +37,15 @@ class Loss:
     unacknowledged: int
 
 
+class LostPeer(Exception):
+    """Raised by the engine when the application sends to a peer it has lost;
+    the shell turns it into PeerLostError."""
+
+    def __init__(self, loss: Loss) -> None:
+        super().__init__(loss.reason.value)
+        self.loss = loss
+
+
 class Peer:
     """Everything the engine knows about one remote address."""
 

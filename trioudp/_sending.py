@@ -17,12 +17,10 @@ from typing import TYPE_CHECKING
 
 from ._frame import (
     MAX_TOPIC,
-    OVERHEAD,
     PART_OVERHEAD,
     byte_view,
     encode_bundle,
     encode_message,
-    encode_plain,
     frame_overhead,
 )
 
@@ -70,10 +68,6 @@ class Output:
         """A datagram to an address no peer owns (a REJECT to a stranger)."""
         self.datagrams.append((datagram, address, None))
 
-    def take(self) -> list[Datagram]:
-        datagrams, self.datagrams = self.datagrams, []
-        return datagrams
-
 
 class Encoder:
     """Turns the application's payloads into datagrams for one endpoint."""
@@ -82,9 +76,6 @@ class Encoder:
         self._config = config
         self._key = key
         self.framing = config.framing
-        #: The largest payload ``plain`` takes: one plain frame's worth, within
-        #: max_message_size.
-        self._small_limit = min(config.max_datagram_size - OVERHEAD, config.max_message_size)
 
     def checked(self, payloads: Sequence[Buffer]) -> list[memoryview]:
         """Each payload as a view of its bytes; raises TypeError or ValueError,
@@ -100,21 +91,6 @@ class Encoder:
                 )
             views.append(view)
         return views
-
-    def plain(self, peer: Peer, payload: object) -> bytes | None:
-        """The commonest send, the fast way: a bytes payload that fits one plain
-        frame (framed, no key). None for anything else, which ``encode`` takes.
-        Gives the same datagram ``encode`` would (tests/test_fast_paths.py)."""
-        if (
-            type(payload) is not bytes
-            or len(payload) > self._small_limit
-            or not self.framing
-            or self._key is not None
-        ):
-            return None
-        sequence = peer.send_sequence
-        peer.send_sequence = (sequence + 1) & 0xFFFFFFFF
-        return encode_plain(peer.send_session, sequence, payload)
 
     def encode(
         self, peer: Peer, payloads: list[memoryview], topic: bytes, *, group: bool

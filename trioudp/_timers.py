@@ -53,7 +53,8 @@ class Timers:
         self._config = config
         self._reception = reception
         self._client = client
-        self._heap: list[tuple[float, int, Peer]] = []
+        #: (deadline, tiebreak, peer): the engine's next wake-up is at its front.
+        self.heap: list[tuple[float, int, Peer]] = []
         self._tiebreak = count()
 
     def table(self, peer: Peer, ready: Container[Peer]) -> list[Entry]:
@@ -89,15 +90,15 @@ class Timers:
         deadline = min((entry[0] for entry in self.table(peer, ready)), default=inf)
         if deadline < peer.timer_at:
             peer.timer_at = deadline
-            heapq.heappush(self._heap, (deadline, next(self._tiebreak), peer))
+            heapq.heappush(self.heap, (deadline, next(self._tiebreak), peer))
 
     def next_deadline(self) -> float:
-        return self._heap[0][0] if self._heap else inf
+        return self.heap[0][0] if self.heap else inf
 
     def pop_due(self, now: float) -> Peer | None:
         """A peer whose earliest deadline has come, taken off the heap (None:
         none has)."""
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] <= now:
             deadline, _, peer = heapq.heappop(heap)
             if peer.closed or deadline != peer.timer_at:

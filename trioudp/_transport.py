@@ -25,7 +25,7 @@ import enum
 import errno
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
@@ -60,6 +60,14 @@ NOBUFS_LAST_WAIT = 0.256
 _RECEIVE_BUFFER = 65536
 #: A datagram this large suggests a sender that segments (GSO): turn GRO on.
 GRO_WORTHWHILE = 512
+
+
+class Sent(NamedTuple):
+    """A send ``offer`` could not finish: how many datagrams must have left
+    before it is done, and the error for its caller so far."""
+
+    target: int
+    failure: Exception | None
 
 
 class Action(enum.Enum):
@@ -237,29 +245,40 @@ class Transport:
 
     # -- sending ------------------------------------------------------------------------
 
-    async def send(self, datagrams: list[Datagram], asker: Address) -> None:
-        """The application's send: put ``datagrams`` (behind whatever waits
-        already) on the wire, waiting while the kernel has no room. An error the
-        policy gives to the caller is raised here, once every datagram of this
-        call is handled, if it hit a datagram to ``asker``."""
+    def offer(self, datagrams: list[Datagram], asker: Address) -> Sent | None:
+        """The application's send, as far as it goes without waiting: put
+        ``datagrams`` (behind whatever waits already) on the wire. None: all of
+        them went (or were handled by the policy) with no error for the caller;
+        else what ``complete`` must finish."""
         if self.closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
         pending = self._pending
         if not pending and len(datagrams) == 1:
             # The commonest send: one datagram, nothing waiting before it.
-            _data, address, priority = datagrams[0]
+            data, address, priority = datagrams[0]
             try:
-                self._put(datagrams, address, priority)
+                if priority is None and address == self._remote:
+                    self._sock.send(data)  # what _put does with it, in short
+                else:
+                    self._put(datagrams, address, priority)
             except OSError as exc:
                 pending.append(datagrams[0])
                 failure = self._failed(exc, 1, asker, patient=True)
             else:
                 self._done += 1
-                return
+                return None
         else:
             pending.extend(datagrams)
             failure = self._drain(asker, patient=True)
-        failure = await self._until_done(self._done + len(pending), asker) or failure
+        if failure is None and not pending:
+            return None
+        return Sent(self._done + len(pending), failure)
+
+    async def complete(self, sent: Sent, asker: Address) -> None:
+        """Finish what ``offer`` began: wait while the kernel has no room until
+        every datagram of that send has left, then raise the error the policy
+        gives the caller, if a datagram to ``asker`` met one."""
+        failure = await self._until_done(sent.target, asker) or sent.failure
         if failure is not None:
             raise failure
 
