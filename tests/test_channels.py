@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 import trioudp
-from trioudp.testing import FakeNetwork
+from trioudp.testing import FakeNetwork, Faults
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -171,3 +171,98 @@ async def test_a_handler_may_close_its_own_connection(
         assert len(served) == 3
         assert server.statistics().peers_closed == 3
         nursery.cancel_scope.cancel()
+
+
+async def test_closing_inside_the_block_cancels_nothing_of_it(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    """aclose() (or ``async with`` on the channel) inside the endpoint's own block
+    ends the endpoint's tasks, not the block: the code after it runs, and an
+    exception raised in it propagates (it once vanished, cancelled)."""
+    ran_on: list[str] = []
+
+    async def client_block() -> None:
+        async with trioudp.open_udp_connection(*SERVER) as client:
+            try:
+                await client.send(b"x")
+            finally:
+                await client.aclose()
+                ran_on.append("client")
+            raise KeyError("after the client")
+
+    async def server_block() -> None:
+        async with trioudp.open_udp_server(*SERVER) as server, server:
+            ran_on.append("server")
+            raise RuntimeError("inside the server")
+
+    with pytest.raises(KeyError, match="after the client"):
+        await client_block()
+    with pytest.raises(RuntimeError, match="inside the server"):
+        await server_block()
+    async with trioudp.open_udp_server(*SERVER) as server:
+        await server.aclose()
+        ran_on.append("after aclose")
+        await trio.sleep(1)  # a checkpoint like any other: nothing cancels it
+        ran_on.append("after sleeping")
+    assert ran_on == ["client", "server", "after aclose", "after sleeping"]
+
+
+async def test_an_ended_connection_nobody_reads_lets_its_messages_go(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    """A connection read once (so its messages go to it) and then left alone:
+    after its peer is forgotten, what waits in it is let go idle_timeout later
+    (counted as overflow), so it cannot hold the endpoint's budget for good
+    (new clients were starved)."""
+    async with trioudp.open_udp_server(*SERVER, idle_timeout=5) as server:
+        async with trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client:
+            await client.send(b"first")
+            await trio.testing.wait_all_tasks_blocked()
+            connection = server.connections[CLIENT]
+            server.receive_nowait()
+            with pytest.raises(trio.WouldBlock):
+                connection.receive_nowait()  # read once: it has a channel of its own
+            for number in range(20):
+                await client.send(b"unread %d" % number)
+            await trio.testing.wait_all_tasks_blocked()
+        held = server.statistics().bytes_buffered
+        assert held > 0
+        await trio.sleep(5.5)  # the peer is forgotten: its messages may still be read
+        assert connection.ended is trioudp.LostReason.IDLE
+        assert server.statistics().bytes_buffered == held
+        assert connection.receive_nowait().payload == b"unread 0"
+        await trio.sleep(5)  # nobody read the rest: let go
+        stats = server.statistics()
+        assert stats.bytes_buffered == 0
+        assert stats.messages_overflow_dropped == 19
+        assert stats.datagrams_received == stats.datagrams_accounted
+        with pytest.raises(trio.EndOfChannel):
+            connection.receive_nowait()
+
+
+async def test_a_task_waiting_on_a_connection_closed_by_another_gets_closed_resource(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    async with (
+        trioudp.open_udp_server(*SERVER, reliable=True) as server,
+        trioudp.open_udp_connection(*SERVER, local_address=CLIENT, reliable=True) as client,
+    ):
+        await client.send(b"hello")
+        await trio.testing.wait_all_tasks_blocked()
+        connection = server.connections[CLIENT]
+        network.set_faults(Faults(loss=1.0))  # nothing is acknowledged: flush() waits
+        await connection.send(b"unacknowledged")
+        outcome: list[Exception] = []
+
+        async def flush() -> None:
+            try:
+                await connection.flush()
+            except (trio.ClosedResourceError, trioudp.PeerLostError) as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flush)
+            await trio.testing.wait_all_tasks_blocked()
+            await connection.aclose()
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], trio.ClosedResourceError)

@@ -325,6 +325,55 @@ async def test_keepalives_and_state_work_without_reliable_mode(
                 await conn.state.wait_value(trioudp.ConnectionState.ESTABLISHED)
 
 
+async def test_a_peer_that_came_back_is_watched_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """dead_timeout without keepalive: LOST after the silence, ESTABLISHED when
+    the peer speaks, and LOST again after the next silence (its timer was
+    once not started again, so it stayed ESTABLISHED for good)."""
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, idle_timeout=None) as server,
+            trioudp.open_udp_connection(*SERVER, dead_timeout=5) as conn,
+        ):
+            await conn.send(b"hi")
+            with trio.fail_after(1):
+                message = await server.receive()
+            for _ in range(2):
+                await message.reply(b"here")
+                with trio.fail_after(1):
+                    await conn.state.wait_value(trioudp.ConnectionState.ESTABLISHED)
+                start = trio.current_time()
+                await conn.state.wait_value(trioudp.ConnectionState.LOST)
+                assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+
+
+async def test_raw_mode_watches_liveness_but_sends_no_pings(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """In raw mode every datagram is data, so a plain UDP peer that keeps
+    talking stays ESTABLISHED under dead_timeout; keepalive, which would send
+    it trioudp PINGs, is refused."""
+    with pytest.raises(ValueError, match="keepalive sends trioudp PING frames"):
+        trioudp.Config(framing=False, keepalive=15)
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, framing=False, dead_timeout=3) as server,
+            trioudp.open_udp_connection(*SERVER, framing=False) as plain,
+        ):
+            for _ in range(10):
+                await plain.send(b"still here")
+                await trio.sleep(1)
+            (connection,) = server.connections.values()
+            states = [connection.state.value]
+            await trio.sleep(4)
+            states.append(connection.state.value)
+            assert states == [trioudp.ConnectionState.ESTABLISHED, trioudp.ConnectionState.LOST]
+            assert server.statistics().pings_sent == 0
+
+
 async def test_reliable_mode_with_a_key(autojump_clock: trio.testing.MockClock) -> None:
     key = bytes(range(32))
     sent = payloads(500, 8)

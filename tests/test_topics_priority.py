@@ -64,6 +64,11 @@ async def test_bad_topics_are_refused() -> None:
             server.unsubscribe("a")
         with pytest.raises(ValueError, match="at most 255 bytes"):
             await server.send((LOCAL, 9), b"x", topic="t" * 300)
+        # Checked on every path, the quickest one (a small bytes payload) too.
+        odd_topics: list[object] = [None, b"", 0, False, []]
+        for odd in odd_topics:
+            with pytest.raises(TypeError, match="a topic is a str"):
+                await server.send((LOCAL, 9), b"x", topic=odd)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="raw mode"):
         async with trioudp.open_udp_server(LOCAL, 0, framing=False, topics=["a"]):
             pass

@@ -224,6 +224,11 @@ class Config:
                 "reliable=True needs trioudp's frames to carry acknowledgements; "
                 "it cannot be used with framing=False"
             )
+        if self.keepalive is not None and not self.framing:
+            raise ValueError(
+                "keepalive sends trioudp PING frames, which a plain UDP peer would take for "
+                "data; it cannot be used with framing=False (dead_timeout can)"
+            )
         if self.reliable and not self.ordered:
             raise ValueError(
                 "reliable=True delivers every message once and in order; drop ordered=False"

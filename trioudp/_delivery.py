@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from ._statistics import Counters
 
 
+#: How long an ended queue's messages wait to be taken when the endpoint has no
+#: idle_timeout to go by.
+LINGER = 60.0
+
+
 @attrs.frozen(slots=True)
 class Unreachable:
     """An ICMP error the kernel reported for a client's peer, queued among its
@@ -91,6 +96,9 @@ class Delivery:
         self.shared: Queue | None = Queue() if shared else None
         #: Queues that got something since the shell last took events.
         self.waking: list[Queue] = []
+        #: Ended queues with messages nobody has taken yet, and when those go.
+        self.lingering: deque[tuple[float, Queue]] = deque()
+        self._linger = config.idle_timeout if config.idle_timeout is not None else LINGER
 
     # -- the engine's side ---------------------------------------------------------
 
@@ -213,20 +221,33 @@ class Delivery:
             taken.append(item)
         return taken
 
-    def end(self, queue: Queue) -> None:
-        """No more messages will come to ``queue`` (its peer is gone)."""
+    def end(self, queue: Queue, now: float) -> None:
+        """No more messages will come to ``queue`` (its peer is gone). What waits
+        in it may still be taken for ``idle_timeout`` seconds; then it is let
+        go, counted as overflow, so that a connection nobody reads any more
+        cannot hold the endpoint's budget."""
         if queue.state is QueueState.OPEN:
             queue.state = QueueState.ENDED
             self._wake(queue)
+            if queue.items:
+                self.lingering.append((now + self._linger, queue))
+
+    def expire(self, now: float) -> None:
+        """Let go of what lingered in ended queues long enough."""
+        lingering = self.lingering
+        while lingering and lingering[0][0] <= now:
+            _deadline, queue = lingering.popleft()
+            if queue.state is QueueState.ENDED:
+                self.discard(queue, QueueState.ENDED)
 
     def discard(self, queue: Queue, state: QueueState) -> None:
-        """Nobody will read ``queue`` again: what waits in it is let go, and its
-        readers find it ``state`` (ENDED or CLOSED)."""
+        """Nobody will read ``queue`` again: what waits in it is let go (counted
+        as overflow), and its readers find it ``state`` (ENDED or CLOSED)."""
         if queue.state is not QueueState.CLOSED:
             queue.state = state
         while queue.items:
             item = queue.items.popleft()
             if not isinstance(item, Unreachable):
-                self._release(queue, item)
+                self._count_dropped(self._release(queue, item), item, delivered=True)
         queue.error_queued = False
         self._wake(queue)

@@ -132,6 +132,7 @@ class Endpoint:
             remote=self._remote,
             real=self._trio_socket is not None,
             wait_writable=wait_writable,
+            on_gone=self._close,
         )
         self._addresses = AddressBook(sock.family)
         self._connections: dict[Address, Connection] = {}
@@ -304,7 +305,7 @@ class Endpoint:
                     await connection.flush()
         finally:
             if not self._closed:
-                self._engine.close_peer(connection._peer)
+                self._engine.close_peer(connection._peer, trio.current_time())
                 self._after_engine()
 
     # -- sending ------------------------------------------------------------------
@@ -403,6 +404,8 @@ class Endpoint:
         await connection._park()
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        if connection._closed:
+            raise trio.ClosedResourceError(f"{connection!r} was closed with aclose()")
         self._raise_if_lost(peer)
 
     def _raise_if_lost(self, peer: Peer) -> None:
@@ -428,7 +431,7 @@ class Endpoint:
         if connection._peer is self._engine.client_peer:
             self._close()
             return
-        self._engine.close_peer(connection._peer, closed=True)
+        self._engine.close_peer(connection._peer, trio.current_time(), closed=True)
         self._after_engine()
 
     def _close(self) -> None:
@@ -625,15 +628,31 @@ def raise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
         del lone, context
 
 
+async def _background(endpoint: Endpoint, *, task_status: trio.TaskStatus[None]) -> None:
+    """The endpoint's tasks, in a cancel scope of their own: closing the
+    endpoint (``aclose``) ends them, never the block that uses it. A task that
+    meets the socket closed under it by ``aclose`` just ends."""
+    with trio.CancelScope() as endpoint._tasks:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(endpoint._receive_loop)
+                nursery.start_soon(endpoint._timer_loop)
+                nursery.start_soon(endpoint._transport.backlog_loop)
+                task_status.started()
+        except BaseExceptionGroup as group:
+            rest = group.split(lambda exc: isinstance(exc, trio.ClosedResourceError))[1]
+            if not endpoint._closed:
+                raise
+            if rest is not None:
+                raise rest from None
+
+
 @asynccontextmanager
 async def running(endpoint: Endpoint) -> AsyncGenerator[None, None]:
     try:
         try:
             async with trio.open_nursery() as nursery:
-                endpoint._tasks = nursery.cancel_scope
-                await nursery.start(endpoint._receive_loop)
-                nursery.start_soon(endpoint._timer_loop)
-                nursery.start_soon(endpoint._transport.backlog_loop)
+                await nursery.start(_background, endpoint)
                 try:
                     yield
                 finally:

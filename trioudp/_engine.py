@@ -263,7 +263,9 @@ class Engine:
         counters = peer.counters
         counters.datagrams_received += 1
         counters.bytes_received += size
-        peer.last_activity = now
+        peer.last_activity = peer.heard = now
+        if peer.state is not ConnectionState.ESTABLISHED:
+            self.heard(peer, now)
         self._delivery.put(peer, Message(bytes(data), address, None, "", peer, 1))
 
     def _control_frame(
@@ -307,6 +309,7 @@ class Engine:
         peer.heard = now
         if peer.state is not ConnectionState.ESTABLISHED and peer.lost is None and not peer.closed:
             self._set_state(peer, ConnectionState.ESTABLISHED)
+            self.arm(peer)  # its silence timers start again
 
     def fail(self, peer: Peer, reason: LostReason, errno: int = 0) -> None:
         if peer.lost is not None:
@@ -355,14 +358,14 @@ class Engine:
     def claim_new_peers(self, value: bool) -> None:
         self._table.claim_new_peers = value
 
-    def close_peer(self, peer: Peer, *, closed: bool = False) -> None:
+    def close_peer(self, peer: Peer, now: float, *, closed: bool = False) -> None:
         """The application is done with ``peer`` (its handler returned, or it
         closed the connection): forget it, so that its next datagram starts a
         new connection, and let go of what waits in its queue (receivers then
         get EndOfChannel, or with ``closed`` ClosedResourceError). A client's
         peer is never forgotten."""
         if peer is not self.client_peer:
-            self._table.close(peer, LostReason.CLOSED)
+            self._table.close(peer, LostReason.CLOSED, now)
         if peer.queue is not None:
             state = QueueState.CLOSED if closed else QueueState.ENDED
             self._delivery.discard(peer.queue, state)
@@ -397,7 +400,7 @@ class Engine:
         if peer.closed:
             peer = table.live(peer, now)
         group = bool(table.destinations) and table.is_destination(peer)
-        if len(payloads) == 1 and not topic and not group and self._fast:
+        if len(payloads) == 1 and topic == "" and not group and self._fast:
             payload = payloads[0]
             if type(payload) is bytes and len(payload) <= self._plain_limit:
                 # The commonest send, the fast way: one small bytes payload in
@@ -601,12 +604,15 @@ class Engine:
     def next_deadline(self) -> float:
         """When ``handle_timer`` should next be called (inf: not until more data)."""
         heap = self._timers.heap
-        return heap[0][0] if heap else inf
+        deadline = heap[0][0] if heap else inf
+        lingering = self._delivery.lingering
+        return min(deadline, lingering[0][0]) if lingering else deadline
 
     def handle_timer(self, now: float) -> None:
         """Run every timeout that is due at ``now``, each peer's once (a timer
         its own action left due would come up again at the next call, not in
         a loop here: tests/test_timers.py holds that none does)."""
+        self._delivery.expire(now)
         timers = self._timers
         due: list[Peer] = []
         while (peer := timers.pop_due(now)) is not None:
@@ -657,7 +663,7 @@ class Engine:
                 assert stream is not None
                 self._reception.expire_partials(peer, stream, now)
             case Timer.FORGET:
-                self._table.close(peer, LostReason.IDLE)
+                self._table.close(peer, LostReason.IDLE, now)
             case _:
                 assert_never(timer)
 

@@ -98,9 +98,9 @@ class PeerTable:
         self._arm(peer)
         return peer
 
-    def close(self, peer: Peer, reason: LostReason) -> None:
+    def close(self, peer: Peer, reason: LostReason, now: float) -> None:
         """Forget ``peer``: its streams settle, its reliable sender stops, its
-        queue ends (once its messages are taken)."""
+        queue ends (its messages wait a while for whoever reads it)."""
         if peer.closed:
             return
         reception = self._reception
@@ -123,7 +123,7 @@ class PeerTable:
         self.retired.add(peer.counters, SUMMED)
         self.closed += 1
         if peer.queue is not None:
-            self._delivery.end(peer.queue)
+            self._delivery.end(peer.queue, now)
         self._emit(PeerClosed(peer, reason))
 
     def restarted(self, peer: Peer, session: int) -> bool:
@@ -151,7 +151,7 @@ class PeerTable:
             stream = peer.unicast
             assert stream is not None
             retired = retire(peer.retired, stream.session)
-            self.close(peer, LostReason.REPLACED)
+            self.close(peer, LostReason.REPLACED, now)
         fresh = self.open(address, now)
         if fresh is not None and retired is not None:
             fresh.retired = retired
@@ -166,7 +166,7 @@ class PeerTable:
         if peer is None:
             if len(self.peers) >= self._config.max_peers:
                 victim = min(self.peers.values(), key=lambda p: p.last_activity)
-                self.close(victim, LostReason.EVICTED)
+                self.close(victim, LostReason.EVICTED, now)
             peer = self.open(address, now)
             assert peer is not None
             peer.state = ConnectionState.CONNECTING

@@ -174,6 +174,18 @@ class AddressBook:
         host, port = parts[0], check_port(parts[1])
         if not isinstance(host, str):
             raise TypeError(f"an address's host must be a str, got {host!r}")
+        if len(parts) == 4:
+            flowinfo, scope_id = parts[2], parts[3]
+            if type(flowinfo) is not int or not 0 <= flowinfo <= 0xFFFFF:
+                raise ValueError(
+                    f"an IPv6 address's flowinfo is an integer from 0 to 0xFFFFF (20 bits), "
+                    f"got {flowinfo!r}; pass (host, port) to leave it out"
+                )
+            if type(scope_id) is not int or not 0 <= scope_id <= 0xFFFFFFFF:
+                raise ValueError(
+                    f"an IPv6 address's scope_id is an interface index from 0 to 0xFFFFFFFF, "
+                    f"got {scope_id!r}; pass (host, port) to leave it out"
+                )
         family = self._family
         flags = stdlib_socket.AI_V4MAPPED if family == stdlib_socket.AF_INET6 else 0
         sockaddr: Any

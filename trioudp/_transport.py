@@ -57,6 +57,8 @@ RECEIVE_BATCH = 128
 #: ENOBUFS back-off: the first wait, doubled up to the last (about 0.5 s in all).
 NOBUFS_FIRST_WAIT = 0.001
 NOBUFS_LAST_WAIT = 0.256
+#: A socket that says it is writable this soon, and then takes nothing, spins.
+SPIN = 0.001
 _RECEIVE_BUFFER = 65536
 #: A datagram this large suggests a sender that segments (GSO): turn GRO on.
 GRO_WORTHWHILE = 512
@@ -150,8 +152,11 @@ class Transport:
         remote: Address | None,
         real: bool,
         wait_writable: Callable[[], Awaitable[None]],
+        on_gone: Callable[[], None],
     ) -> None:
         self._sock = sock
+        #: Called when the socket turns out to be gone (EBADF): the endpoint closes.
+        self._on_gone = on_gone
         self._config = config
         self._engine = engine
         self._remote = remote
@@ -171,6 +176,12 @@ class Transport:
         self._reported_at = -1
         self._send_lock = trio.Lock()
         self._backlog_waiting = trio.Event()
+        #: Addresses whose senders wait in ``complete``, and the error the policy
+        #: gave one of them while another task was sending.
+        self._askers: dict[Address, int] = {}
+        self._refused: dict[Address, Exception] = {}
+        #: The errno of the last datagram that found no room (for a drop).
+        self._no_room = errno.ENOBUFS
         self.closed = False
         self.receive_errors = 0
         self.datagrams_offloaded = 0
@@ -261,7 +272,7 @@ class Transport:
                     self._sock.send(data)  # what _put does with it, in short
                 else:
                     self._put(datagrams, address, priority)
-            except OSError as exc:
+            except (OSError, TypeError, ValueError, OverflowError) as exc:
                 pending.append(datagrams[0])
                 failure = self._failed(exc, 1, asker, patient=True)
             else:
@@ -277,8 +288,21 @@ class Transport:
     async def complete(self, sent: Sent, asker: Address) -> None:
         """Finish what ``offer`` began: wait while the kernel has no room until
         every datagram of that send has left, then raise the error the policy
-        gives the caller, if a datagram to ``asker`` met one."""
-        failure = await self._until_done(sent.target, asker) or sent.failure
+        gives the caller, if a datagram to ``asker`` met one (whichever task
+        happened to hand it to the kernel). Cancelled, it leaves what is still
+        waiting to the backlog task."""
+        waiting = self._askers
+        waiting[asker] = waiting.get(asker, 0) + 1
+        failure = sent.failure
+        try:
+            failure = await self._until_done(sent.target, asker) or failure
+        finally:
+            waiting[asker] -= 1
+            if not waiting[asker]:
+                del waiting[asker]
+            failure = self._refused.pop(asker, None) or failure
+            if self._pending:
+                self._backlog_waiting.set()
         if failure is not None:
             raise failure
 
@@ -320,8 +344,9 @@ class Transport:
                 before = trio.current_time()
                 async with self._send_lock:
                     await self._wait_writable()
-                # Writable at once, yet no room: do not spin on it.
-                spinning = trio.current_time() == before
+                # Writable at once (under a millisecond), yet no room on the next
+                # try: do not spin on it, back off as for ENOBUFS.
+                spinning = trio.current_time() - before < SPIN
             if self.closed:
                 if target is None:
                     return None
@@ -354,7 +379,7 @@ class Transport:
             _data, address, priority = run[0]
             try:
                 self._put(run, address, priority)
-            except OSError as exc:
+            except (OSError, TypeError, ValueError, OverflowError) as exc:
                 failure = self._failed(exc, len(run), asker, patient=patient) or failure
                 if self._blocked is not None:
                     return failure
@@ -404,12 +429,14 @@ class Transport:
             sock.sendto(run[0][0], address)
 
     def _failed(
-        self, exc: OSError, count: int, asker: Address | None, *, patient: bool
+        self, exc: Exception, count: int, asker: Address | None, *, patient: bool
     ) -> Exception | None:
         """Apply the policy to the ``count`` datagrams at the front of the
-        pending queue, which failed with ``exc``. Gives the error to raise in
-        the caller's task, if any."""
-        code = exc.errno or 0
+        pending queue, which failed with ``exc`` (an OSError, or the socket
+        module's TypeError, ValueError or OverflowError for an address it
+        cannot take, which is EINVAL's case). Gives the error to raise in the
+        caller's task, if any."""
+        code = (exc.errno or 0) if isinstance(exc, OSError) else errno.EINVAL
         data, address, _priority = self._pending[0]
         connected = address == self._remote
         action = classify(
@@ -421,6 +448,7 @@ class Transport:
         now = trio.current_time()
         if action is Action.WAIT_WRITABLE or action is Action.BACK_OFF:
             self._blocked = action
+            self._no_room = code
             return None
         if action is Action.UNSEGMENTED:
             self._gso = False
@@ -429,19 +457,26 @@ class Transport:
         if action is Action.REPORTED:
             self._reported_at = self._done
             self.receive_errors += 1
-            engine.unreachable(code, exc.strerror or str(exc), now)
+            engine.unreachable(code, _strerror(exc), now)
             return None
         if action is Action.CLOSED:
-            self._forget_pending()
-            return trio.ClosedResourceError("this trioudp endpoint is closed")
+            # The socket is gone under us: so is the endpoint.
+            self._forget_pending(code)
+            self.closed = True
+            self._on_gone()
+            return trio.ClosedResourceError(f"the endpoint's socket is gone: {exc}")
         for _ in range(count):
             self._pending.popleft()
         self._done += count
         permanent = action is Action.REFUSED
         engine.send_failed(address, code, count, now, permanent=permanent)
         logger.debug("dropped %d datagram(s) to %s: %s", count, address, exc)
-        if permanent and address == asker:
-            return _caller_error(exc, len(data), address)
+        if permanent:
+            error = _caller_error(exc, len(data), address)
+            if address == asker:
+                return error
+            if address in self._askers:
+                self._refused[address] = error  # for the task that sent it
         return None
 
     def _drop_first(self) -> None:
@@ -449,10 +484,15 @@ class Transport:
         data, address, _priority = self._pending.popleft()
         self._done += 1
         self._blocked = None
-        self._engine.send_failed(address, errno.ENOBUFS, 1, trio.current_time(), permanent=False)
-        logger.debug("dropped a %d-byte datagram to %s: no buffer space", len(data), address)
+        self._engine.send_failed(address, self._no_room, 1, trio.current_time(), permanent=False)
+        logger.debug("dropped a %d-byte datagram to %s: no room in the kernel", len(data), address)
 
-    def _forget_pending(self) -> None:
+    def _forget_pending(self, code: int = 0) -> None:
+        """What waits will never be sent: with ``code``, counted as dropped."""
+        if code:
+            now = trio.current_time()
+            for _data, address, _priority in self._pending:
+                self._engine.send_failed(address, code, 1, now, permanent=False)
         self._done += len(self._pending)
         self._pending.clear()
 
@@ -461,8 +501,12 @@ class Transport:
         self._forget_pending()
 
 
-def _caller_error(exc: OSError, size: int, address: Address) -> OSError:
-    if exc.errno == errno.EMSGSIZE:
+def _strerror(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def _caller_error(exc: Exception, size: int, address: Address) -> Exception:
+    if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
         return OSError(
             exc.errno,
             f"a {size}-byte datagram is too large to send to {address[0]}: lower "
