@@ -150,7 +150,9 @@ class Config:
         default=60.0, validator=_seconds(0.001, 7 * 86400, optional=True)
     )
     """Seconds of silence after which a server forgets a peer and ends its
-    connection; None keeps peers until ``max_peers`` pushes them out."""
+    connection; None keeps peers until ``max_peers`` pushes them out. Messages
+    still waiting in an ended connection's own channel are let go this long
+    after it ended (60 s if None)."""
 
     receive_buffer_size: int | None = attrs.field(
         default=2 * _MiB, validator=_integer(1024, 2**31 - 1, optional=True)
