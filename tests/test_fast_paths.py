@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sansio import ADDRESSES, traffic
 
-from trioudp import Config
+from trioudp import Config, Message
 from trioudp._engine import Engine
 from trioudp._frame import (
     CRC_SIZE,
@@ -143,3 +143,41 @@ def test_the_small_send_shortcut_sends_as_the_general_path(
             engine.send(peer, batch, 0.0, topic=topic, priority=priority)
             outputs.append(observe(engine, 0.0))
         assert outputs[0] == outputs[1]
+
+
+@given(traffic(), st.lists(st.integers(0, 30), max_size=5), st.booleans())
+def test_taking_one_message_is_taking_a_batch_of_one(
+    arriving: list[tuple[int, bytes, float]], reports: list[int], reliable: bool
+) -> None:
+    """``take_one`` (what receive() uses) against ``take(queue, 1)``: the same
+    messages and error reports in the same order, the same charges let go, the
+    same acknowledgements made."""
+    config = Config(reliable=reliable)
+    twins = [
+        Engine(
+            config, now=0.0, connected_to=ADDRESSES[0], new_session_id=itertools.count(9).__next__
+        )
+        for _ in range(2)
+    ]
+    queues = [engine.claim(engine.client_peer) for engine in twins]  # type: ignore[arg-type]
+    for step, (_source, datagram, now) in enumerate(arriving):
+        for engine in twins:
+            engine.receive_datagram(datagram, ADDRESSES[0], now)
+            if step in reports:
+                engine.unreachable(111, "Connection refused", now)
+    one, batch = twins
+    while True:
+        single = one.take_one(queues[0])
+        several = batch.take(queues[1], 1)
+        if single is None:
+            assert several == []
+            break
+        if isinstance(single, Message):
+            assert isinstance(several, list)
+            (expected,) = several
+            assert (single.payload, single.sequence) == (expected.payload, expected.sequence)
+        else:
+            assert single == several
+        assert one.buffered_bytes == batch.buffered_bytes
+        assert one.datagrams_to_send(0.0) == batch.datagrams_to_send(0.0)
+    assert one.statistics() == batch.statistics()

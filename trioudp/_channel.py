@@ -33,6 +33,8 @@ class Taker(Protocol):
 
     def _take(self, queue: Queue, limit: int) -> list[Message] | Unreachable: ...
 
+    def _take_one(self, queue: Queue) -> Message | Unreachable | None: ...
+
 
 class Inbox:
     """The receivers of one engine queue."""
@@ -92,6 +94,34 @@ class Inbox:
     def take_nowait(self) -> Message:
         return self._take_nowait(1)[0]
 
+    async def take_one(self) -> Message:
+        """``take(1)``'s one message, the quick way (what ``receive()`` does)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        queue = self._queue
+        take_one = self._endpoint._take_one
+        parked = False
+        while True:
+            item = take_one(queue)
+            if item is None:
+                if queue.state is QueueState.CLOSED:
+                    raise trio.ClosedResourceError("this trioudp endpoint or connection is closed")
+                if queue.state is QueueState.ENDED:
+                    raise trio.EndOfChannel
+                await self._waiters.park()
+                parked = True
+                continue
+            if type(item) is Unreachable:
+                raise UnreachableError(item.errno, item.strerror, item.address)
+            # As in take(): a cancellation cannot lose it from here on.
+            if parked:
+                self._unyielded = 0
+            else:
+                self._unyielded += 1
+                if self._unyielded >= RECEIVE_YIELD:
+                    self._unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            return item  # type: ignore[return-value]
+
 
 class Receiving(trio.abc.ReceiveChannel[Message]):
     """A trio ``ReceiveChannel`` of messages: servers, multicast and broadcast
@@ -112,8 +142,7 @@ class Receiving(trio.abc.ReceiveChannel[Message]):
         idle, restarted, or its handler returned) and ``trio.ClosedResourceError``
         once it or the endpoint is closed.
         """
-        (message,) = await self._inbox().take(1)
-        return message
+        return await self._inbox().take_one()
 
     def receive_nowait(self) -> Message:
         """The next message if one is waiting, else raise ``trio.WouldBlock``."""
@@ -131,7 +160,6 @@ class Receiving(trio.abc.ReceiveChannel[Message]):
 
     async def __anext__(self) -> Message:
         try:
-            (message,) = await self._inbox().take(1)
+            return await self._inbox().take_one()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-        return message

@@ -115,6 +115,7 @@ class Endpoint:
             self._wait_readable = partial(trio.lowlevel.wait_readable, sock)
             wait_writable = partial(trio.lowlevel.wait_writable, sock)
         self._config = config
+        self._reliable = config.reliable
         self._remote = peer_name(sock)
         if key is not None and not config.framing:
             raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
@@ -279,7 +280,14 @@ class Endpoint:
 
     def _take(self, queue: Queue, limit: int) -> list[Message] | Unreachable:
         taken = self._engine.take(queue, limit)
-        if self._engine.has_output and not self._closed:
+        if self._reliable and self._engine.has_output and not self._closed:
+            self._transport.push(self._engine.datagrams_to_send(trio.current_time()))
+        return taken
+
+    def _take_one(self, queue: Queue) -> Message | Unreachable | None:
+        taken = self._engine.take_one(queue)
+        if self._reliable and self._engine.has_output and not self._closed:
+            # The peer's window opened: an ACK tells it so.
             self._transport.push(self._engine.datagrams_to_send(trio.current_time()))
         return taken
 

@@ -501,6 +501,14 @@ class Engine:
                     opened = peer
         return taken
 
+    def take_one(self, queue: Queue) -> Message | Unreachable | None:
+        """``take(queue, 1)``, the quick way for one message: the message, the
+        error report at the front, or None when nothing waits."""
+        taken = self._delivery.take_one(queue)
+        if self.reliable and type(taken) is Message:
+            self._control.window_opened(taken._origin)  # type: ignore[arg-type]
+        return taken
+
     @property
     def has_output(self) -> bool:
         """Whether ``datagrams_to_send`` would give anything."""
