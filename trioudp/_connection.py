@@ -89,7 +89,8 @@ class Connection(Receiving):
         Any C-contiguous bytes-like object is sent as its bytes (an
         ``array('I')`` of 1,000 items is 4,000 bytes); anything else is a
         TypeError. A cancellation point on every call; it lets other tasks run
-        at least once per 16 datagrams sent, rather than after each one."""
+        at least once per 16 system calls that sent datagrams (a GSO run of a
+        large message's fragments is one), rather than after each one."""
         if self._closed:
             self._check_open()
         await self._endpoint._send(self._peer, [payload], topic=topic, priority=priority)

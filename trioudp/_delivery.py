@@ -64,6 +64,9 @@ class QueueState(enum.Enum):
     CLOSED = "closed"
 
 
+_OPEN = QueueState.OPEN
+
+
 class Queue:
     """One receive queue (a connection's own, or a server's shared one)."""
 
@@ -103,17 +106,22 @@ class Delivery:
     # -- the engine's side ---------------------------------------------------------
 
     def put(self, peer: Peer, message: Message) -> None:
-        """Hand a whole message to its peer's queue (or the shared one)."""
-        queue = peer.queue or self.shared
-        assert queue is not None, "a client's peer has its own queue from the start"
+        """Hand a whole message to its peer's queue (or the shared one). The
+        hottest code of the receive path: its lines are inlined on purpose."""
+        queue: Queue = peer.queue or self.shared  # type: ignore[assignment]
         size = len(message.payload)
-        cost = size + MESSAGE_COST  # message_cost(), on the hottest path
-        if queue.state is not QueueState.OPEN:
+        cost = size + MESSAGE_COST  # message_cost()
+        if queue.state is not _OPEN:
             self._count_dropped(peer, message, delivered=False)
             return
         items = queue.items
         budget = self._budget
-        if not self._reliable:
+        if self._reliable:
+            # Admitted against its peer's window and budget before it was
+            # acknowledged: it is counted until the application takes it.
+            peer.buffered += cost
+            peer.queued += 1
+        else:
             while (
                 len(items) >= self._capacity
                 or queue.payload_bytes + size > self._byte_limit
@@ -122,12 +130,9 @@ class Delivery:
                 if not self._drop_oldest or not self._drop_first(queue):
                     self._count_dropped(peer, message, delivered=False)
                     return
-        else:
-            peer.buffered += cost
         items.append(message)
         queue.payload_bytes += size
         budget.total += cost
-        peer.queued += 1
         if not queue.waking:
             queue.waking = True
             self.waking.append(queue)
@@ -165,9 +170,9 @@ class Delivery:
         cost = message_cost(size)
         queue.payload_bytes -= size
         self._budget.total -= cost
-        peer.queued -= 1
         if self._reliable:
             peer.buffered -= cost
+            peer.queued -= 1
         return peer
 
     def _count_dropped(self, peer: Peer, message: Message, *, delivered: bool) -> None:
@@ -211,13 +216,27 @@ class Delivery:
             queue.error_queued = False
             return items.popleft()  # type: ignore[return-value]
         taken: list[Message] = []
+        budget = self._budget
+        reliable = self._reliable
+        payload_bytes = queue.payload_bytes
+        released = 0
         while items and len(taken) < limit:
             item = items[0]
-            if isinstance(item, Unreachable):
+            if type(item) is Unreachable:
                 break
             items.popleft()
-            self._release(queue, item)
-            taken.append(item)
+            message: Message = item  # type: ignore[assignment]
+            # _release() for each, summed: this is receive_batch()'s loop.
+            peer: Peer = message._origin  # type: ignore[assignment]
+            size = len(message.payload)
+            payload_bytes -= size
+            released += size + MESSAGE_COST
+            if reliable:
+                peer.buffered -= size + MESSAGE_COST
+                peer.queued -= 1
+            taken.append(message)
+        queue.payload_bytes = payload_bytes
+        budget.total -= released
         return taken
 
     def take_one(self, queue: Queue) -> Message | Unreachable | None:
@@ -236,9 +255,9 @@ class Delivery:
         cost = size + MESSAGE_COST
         queue.payload_bytes -= size
         self._budget.total -= cost
-        peer.queued -= 1
         if self._reliable:
             peer.buffered -= cost
+            peer.queued -= 1
         return message
 
     def end(self, queue: Queue, now: float) -> None:

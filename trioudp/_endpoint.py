@@ -72,8 +72,8 @@ if TYPE_CHECKING:
 
     Ts = TypeVarTuple("Ts")
 
-#: Datagrams sent (over any number of ``send()`` calls) before the sending
-#: task lets other tasks run.
+#: System calls that sent datagrams (over any number of ``send()`` calls)
+#: before the sending task lets other tasks run.
 SEND_BATCH = 16
 
 
@@ -337,22 +337,25 @@ class Endpoint:
         if priority is not None and check_priority(priority) == self._config.priority:
             priority = None
         try:
-            if self._config.reliable and not engine.is_destination(peer):
+            if self._reliable and not engine.is_destination(peer):
                 peer = await self._queue_reliable(peer, payloads, topic, priority)
                 now = trio.current_time()
+                settled = False
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 now = trio.current_time()
-                engine.send(peer, payloads, now, topic=topic, priority=priority)
+                settled = engine.send(peer, payloads, now, topic, priority)
         except LostPeer as lost:
             raise self._lost(peer, lost.loss) from None
-        if engine.has_events:
+        if not settled and engine.has_events:
             self._dispatch(engine.events())
         datagrams = engine.datagrams_to_send(now)
-        if engine.next_deadline() < self._wake_at:
+        if not settled and engine.next_deadline() < self._wake_at:
             self._update_deadline()
-        count = len(datagrams) or 1
-        sent = self._transport.offer(datagrams, peer.address)
+        transport = self._transport
+        calls = transport.calls
+        sent = transport.offer(datagrams, peer.address)
+        count = transport.calls - calls or 1  # system calls: a GSO run is one
         if sent is None and self._unyielded + count < SEND_BATCH:
             self._unyielded += count  # the commonest send: nothing to wait for
         else:
@@ -361,7 +364,7 @@ class Endpoint:
     async def _finish_sending(self, count: int, sent: Sent | None, asker: Address) -> None:
         """Wait while the kernel has no room for what ``offer`` left (an error
         for ``asker`` is raised here), and let other tasks run once per
-        SEND_BATCH datagrams sent, not after every one: a trip through the
+        SEND_BATCH system calls that sent datagrams, not after every one: a trip through the
         scheduler costs more than a send, and a receiver woken per datagram
         loses its batching. Every send() is still a cancellation point (it
         checks before sending anything)."""

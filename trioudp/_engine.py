@@ -153,6 +153,7 @@ class Engine:
             emit=self._events_append,
             arm=self.arm,
         )
+        self._reception.older = self._table.older
         #: The known peers by address (a client's one peer, a server's many).
         self.peers = self._table.peers
         self.client_peer: Peer | None = None
@@ -208,7 +209,12 @@ class Engine:
             counters.bytes_received += size
             counters.datagrams_own += 1
             return
-        if peer is None or (not group and table.restarted(peer, session)):
+        if peer is None or (
+            not group
+            and (stream := peer.unicast) is not None
+            and stream.session != session
+            and table.restarted(peer, session)
+        ):
             peer = table.reopen(peer, address, now)
             if peer is None:
                 self._count_unowned_over_limit(size)
@@ -222,10 +228,10 @@ class Engine:
         if peer.state is not ConnectionState.ESTABLISHED:
             self.heard(peer, now)
         reception = self._reception
-        if self._fast and reception.in_order(peer, frame, now):
+        if frame.fragment_count == 1 and self._fast and reception.in_order(peer, frame, now):
             return
         first = frame.oldest if self.reliable else frame.sequence
-        stream = reception.stream(peer, group, session, first, now, older=table.older)
+        stream = reception.stream(peer, group, session, first, now)
         if stream is None:
             if parts:
                 counters.datagrams_stale_session += len(parts) - 1
@@ -386,14 +392,15 @@ class Engine:
         peer: Peer,
         payloads: Sequence[Buffer],
         now: float,
-        *,
         topic: str = "",
         priority: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Send unreliable messages to ``peer`` (a group destination's, too): their
         datagrams come out of the next ``datagrams_to_send``. Raises TypeError
         or ValueError, before anything is sent, for a payload that cannot be,
-        and LostPeer for a peer sending to failed for good."""
+        and LostPeer for a peer sending to failed for good. True when the output
+        is all that changed (no event to read, no timer moved), so the caller
+        may skip looking."""
         if peer.lost is not None:
             raise LostPeer(self._loss(peer))
         table = self._table
@@ -409,18 +416,22 @@ class Engine:
                 sequence = peer.send_sequence
                 peer.send_sequence = (sequence + 1) & 0xFFFFFFFF
                 datagram = encode_plain(peer.send_session, sequence, payload)
-                self._output.add(peer, datagram, now, priority)
-                peer.counters.messages_sent += 1
-                peer.last_activity = now
-                return
+                counters = peer.counters  # Output.add's counting, with the message's
+                counters.messages_sent += 1
+                counters.datagrams_sent += 1
+                counters.bytes_sent += len(datagram)
+                peer.last_activity = peer.last_sent = now
+                self._output.datagrams.append((datagram, peer.address, priority))
+                return not (self._events or self._ready)
         encoder = self._encoder
         views = encoder.checked(payloads)
-        for made in encoder.encode(peer, views, encode_topic(topic), group=group):
-            self._output.add(peer, made, now, priority)
+        made = encoder.encode(peer, views, encode_topic(topic), group=group)
+        self._output.extend(peer, made, now, priority)
         if group and self.framing:
             table.own_sessions.add(peer.send_session)
         peer.counters.messages_sent += len(payloads)
         peer.last_activity = now
+        return False
 
     def queue(
         self,

@@ -112,7 +112,8 @@ class Peer:
         #: Bytes charged to its own budget (partial messages, reorder buffers, and
         #: reliable messages not yet received by the application).
         self.buffered: int = 0
-        #: Its messages waiting in queues, and its own queue once claimed.
+        #: Its messages waiting in queues (reliable mode: they count against its
+        #: window), and its own queue once claimed.
         self.queued: int = 0
         self.queue: Queue | None = None
         #: Bytes of ACKs and REJECTs sent, and whether the application chose this

@@ -118,10 +118,14 @@ class Reception:
         #: Called when a peer's timers may have moved earlier.
         self._arm = arm
         self._reliable = reliable
+        self._max_message = config.max_message_size
         #: The subscription: topics (UTF-8) to deliver; None delivers every topic.
         self.topics: frozenset[bytes] | None = None
         #: Messages released by a window, on their way to the delivery queues.
         self._out: list[Message] = []
+        #: Whether session ``a`` is known to be older than ``b`` (the peer table's
+        #: rule, set by the engine).
+        self.older: Callable[[int, int], bool] = lambda a, b: False
         #: Room a reliable stream leaves in the total for another peer's next message.
         chunk = max(config.max_datagram_size - FRAGMENT_OVERHEAD, 1)
         self._headroom = partial_cost(-(-config.max_message_size // chunk), config.max_message_size)
@@ -135,12 +139,9 @@ class Reception:
         session: int,
         first: int,
         now: float,
-        *,
-        older: Callable[[int, int], bool],
     ) -> Stream | None:
         """The stream a frame belongs to, started at ``first`` if new; None
-        (counted) if the frame is from a stale session. ``older(a, b)``: whether
-        session ``a`` is known to be older than ``b``."""
+        (counted) if the frame is from a stale session."""
         config = self._config
         window_class = OrderedWindow if config.ordered else UnorderedWindow
         if group:
@@ -155,7 +156,9 @@ class Reception:
             return stream
         stream = peer.unicast
         if stream is None or stream.session != session:
-            if session in peer.retired or (stream is not None and older(session, stream.session)):
+            if session in peer.retired or (
+                stream is not None and self.older(session, stream.session)
+            ):
                 peer.counters.datagrams_stale_session += 1
                 return None
             if stream is not None:  # a client's peer restarted
@@ -201,11 +204,12 @@ class Reception:
         ):
             return False
         ordered = stream.window
-        limit = self._config.max_message_size
+        limit = self._max_message
         parts = frame.parts
+        sequence = frame.sequence
         if (
             type(ordered) is not OrderedWindow
-            or frame.sequence != ordered.base
+            or sequence != ordered.base
             or ordered.pending
             or frame.message_length > limit
             or (parts and max(map(len, parts)) > limit)
@@ -214,11 +218,12 @@ class Reception:
         stream.last_activity = now
         topic = frame.topic
         text = topic.decode() if topic else ""
-        put = self._delivery.put
         if not parts:
-            put(peer, Message(bytes(frame.payload), peer.address, frame.sequence, text, peer, 1))
+            message = Message(bytes(frame.payload), peer.address, sequence, text, peer, 1)
+            self._delivery.put(peer, message)
             ordered.step()
             return True
+        put = self._delivery.put
         sequence = frame.sequence
         for index, part in enumerate(parts):
             number = (sequence + index) & 0xFFFFFFFF
@@ -434,15 +439,19 @@ class Reception:
             return False
         if not reliable:
             cost = len(payload) + FRAGMENT_COST
-            if not self._budget.fits(peer, cost):
+            budget = self._budget
+            if (  # budget.fits(peer, cost), on the path of every fragment
+                budget.total + cost > budget.total_limit or peer.buffered + cost > budget.peer_limit
+            ):
                 self._relieve(peer, cost, keep=partial)
-                if not self._budget.fits(peer, cost):
+                if not budget.fits(peer, cost):
                     counters.datagrams_over_limit += 1
                     if not partial.chunks:
                         self._drop_partial(peer, stream, sequence, expired=None)
                     return False
             partial.charged += cost
-            self._charge(peer, cost)
+            peer.buffered += cost
+            budget.total += cost
         partial.chunks[index] = bytes(payload)
         partial.received += len(payload)
         partial.last_seen = now

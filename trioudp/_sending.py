@@ -64,6 +64,17 @@ class Output:
         peer.last_sent = now
         self.datagrams.append((datagram, peer.address, priority))
 
+    def extend(
+        self, peer: Peer, datagrams: list[bytes], now: float, priority: int | None = None
+    ) -> None:
+        """``add`` for each of ``datagrams``, counted at once."""
+        counters = peer.counters
+        counters.datagrams_sent += len(datagrams)
+        counters.bytes_sent += sum(map(len, datagrams))
+        peer.last_sent = now
+        address = peer.address
+        self.datagrams.extend([(datagram, address, priority) for datagram in datagrams])
+
     def add_to(self, address: Address, datagram: bytes) -> None:
         """A datagram to an address no peer owns (a REJECT to a stranger)."""
         self.datagrams.append((datagram, address, None))
@@ -110,6 +121,19 @@ class Encoder:
                         f"max_datagram_size (up to 65507) or send less"
                     )
             return [bytes(view) for view in payloads]
+        if len(payloads) == 1:  # one message: nothing to bundle
+            (view,) = payloads
+            made = encode_message(
+                peer.send_session,
+                peer.send_sequence,
+                view,
+                config.max_datagram_size,
+                topic=topic,
+                group=group,
+                key=self._key,
+            )
+            peer.send_sequence = (peer.send_sequence + 1) & 0xFFFFFFFF
+            return made
         room = config.max_datagram_size - frame_overhead(topic=topic, key=self._key, reliable=False)
         datagrams: list[bytes] = []
         bundle: list[memoryview] = []

@@ -169,10 +169,14 @@ class Transport:
         self.gro = False
         self._gro_possible = real and config.offload
         self._buffer = bytearray(_RECEIVE_BUFFER)
-        #: Datagrams waiting for the kernel, in order; how many have left it
-        #: (sent or dropped) since the start; where an ICMP report was last taken.
-        self._pending: deque[Datagram] = deque()
+        #: Datagrams waiting for the kernel, in order, in the runs that go to it in
+        #: one system call each (a GSO run, or one datagram); how many datagrams
+        #: wait; how many have left (sent or dropped) since the start; where an
+        #: ICMP report was last taken; how many system calls sent something.
+        self._pending: deque[list[Datagram]] = deque()
+        self._waiting = 0
         self._done = 0
+        self.calls = 0
         self._reported_at = -1
         self._send_lock = trio.Lock()
         self._backlog_waiting = trio.Event()
@@ -267,23 +271,36 @@ class Transport:
         if not pending and len(datagrams) == 1:
             # The commonest send: one datagram, nothing waiting before it.
             data, address, priority = datagrams[0]
+            self.calls += 1
             try:
                 if priority is None and address == self._remote:
                     self._sock.send(data)  # what _put does with it, in short
                 else:
                     self._put(datagrams, address, priority)
             except (OSError, TypeError, ValueError, OverflowError) as exc:
-                pending.append(datagrams[0])
-                failure = self._failed(exc, 1, asker, patient=True)
+                self._queue(datagrams)
+                failure = self._failed(exc, asker, patient=True)
             else:
                 self._done += 1
                 return None
         else:
-            pending.extend(datagrams)
+            self._queue(datagrams)
             failure = self._drain(asker, patient=True)
         if failure is None and not pending:
             return None
-        return Sent(self._done + len(pending), failure)
+        return Sent(self._done + self._waiting, failure)
+
+    def _queue(self, datagrams: list[Datagram]) -> None:
+        """Put ``datagrams`` behind what waits, cut into the runs they go in."""
+        pending = self._pending
+        if len(datagrams) > 1 and self._gso:
+            sizes = [len(data) for data, _, _ in datagrams]
+            keys = [(address, priority) for _, address, priority in datagrams]
+            for start, stop in gso_runs(sizes, keys):
+                pending.append(datagrams[start:stop])
+        else:
+            pending.extend([datagram] for datagram in datagrams)
+        self._waiting += len(datagrams)
 
     async def complete(self, sent: Sent, asker: Address) -> None:
         """Finish what ``offer`` began: wait while the kernel has no room until
@@ -311,7 +328,7 @@ class Transport:
         rest waits, in order, for the backlog task. Never waits, never raises."""
         if self.closed or not datagrams:
             return
-        self._pending.extend(datagrams)
+        self._queue(datagrams)
         self._drain(None, patient=False)
         if self._pending:
             self._backlog_waiting.set()
@@ -375,42 +392,26 @@ class Transport:
             if self.closed:
                 self._forget_pending()
                 return failure
-            run = self._next_run()
+            run = pending[0]
             _data, address, priority = run[0]
             try:
                 self._put(run, address, priority)
             except (OSError, TypeError, ValueError, OverflowError) as exc:
-                failure = self._failed(exc, len(run), asker, patient=patient) or failure
+                failure = self._failed(exc, asker, patient=patient) or failure
                 if self._blocked is not None:
                     return failure
                 continue
-            for _ in run:
-                pending.popleft()
+            pending.popleft()
+            self._waiting -= len(run)
             self._done += len(run)
         return failure
-
-    def _next_run(self) -> list[Datagram]:
-        """The datagrams at the front that go in one system call: a GSO run
-        (equal sizes, one address and marking) or one datagram."""
-        pending = self._pending
-        if len(pending) == 1 or not self._gso:
-            return [pending[0]]
-        front = [pending[index] for index in range(min(len(pending), 64))]
-        _start, stop = next(
-            iter(
-                gso_runs(
-                    [len(data) for data, _, _ in front],
-                    [(address, priority) for _, address, priority in front],
-                )
-            )
-        )
-        return front[:stop]
 
     def _put(self, run: Sequence[Datagram], address: Address, priority: int | None) -> None:
         """Hand one datagram, or a GSO run of several, to the socket: with a DSCP
         marking as ancillary data if it has its own, without an address to the
         peer the socket is connected to."""
         sock = self._sock
+        self.calls += 1
         connected = address == self._remote
         marking: list[tuple[int, int, bytes]] = []
         if priority is not None and priority != self._config.priority:
@@ -428,16 +429,15 @@ class Transport:
         else:
             sock.sendto(run[0][0], address)
 
-    def _failed(
-        self, exc: Exception, count: int, asker: Address | None, *, patient: bool
-    ) -> Exception | None:
-        """Apply the policy to the ``count`` datagrams at the front of the
-        pending queue, which failed with ``exc`` (an OSError, or the socket
-        module's TypeError, ValueError or OverflowError for an address it
-        cannot take, which is EINVAL's case). Gives the error to raise in the
-        caller's task, if any."""
+    def _failed(self, exc: Exception, asker: Address | None, *, patient: bool) -> Exception | None:
+        """Apply the policy to the run at the front of the pending queue, which
+        failed with ``exc`` (an OSError, or the socket module's TypeError,
+        ValueError or OverflowError for an address it cannot take, which is
+        EINVAL's case). Gives the error to raise in the caller's task, if any."""
         code = (exc.errno or 0) if isinstance(exc, OSError) else errno.EINVAL
-        data, address, _priority = self._pending[0]
+        run = self._pending[0]
+        count = len(run)
+        data, address, _priority = run[0]
         connected = address == self._remote
         action = classify(
             code, connected=connected, run=count, reported=self._reported_at == self._done
@@ -453,6 +453,10 @@ class Transport:
         if action is Action.UNSEGMENTED:
             self._gso = False
             logger.debug("UDP GSO refused (%s): one datagram per send from now on", exc)
+            pending = self._pending  # every run waiting, cut into single datagrams
+            singles = [[datagram] for run in pending for datagram in run]
+            pending.clear()
+            pending.extend(singles)
             return None
         if action is Action.REPORTED:
             self._reported_at = self._done
@@ -465,8 +469,8 @@ class Transport:
             self.closed = True
             self._on_gone()
             return trio.ClosedResourceError(f"the endpoint's socket is gone: {exc}")
-        for _ in range(count):
-            self._pending.popleft()
+        self._pending.popleft()
+        self._waiting -= count
         self._done += count
         permanent = action is Action.REFUSED
         engine.send_failed(address, code, count, now, permanent=permanent)
@@ -480,20 +484,24 @@ class Transport:
         return None
 
     def _drop_first(self) -> None:
-        """Give the front datagram up: the kernel had no room for it for long."""
-        data, address, _priority = self._pending.popleft()
-        self._done += 1
+        """Give the front run up: the kernel had no room for it for long."""
+        run = self._pending.popleft()
+        _data, address, _priority = run[0]
+        self._waiting -= len(run)
+        self._done += len(run)
         self._blocked = None
-        self._engine.send_failed(address, self._no_room, 1, trio.current_time(), permanent=False)
-        logger.debug("dropped a %d-byte datagram to %s: no room in the kernel", len(data), address)
+        now = trio.current_time()
+        self._engine.send_failed(address, self._no_room, len(run), now, permanent=False)
+        logger.debug("dropped %d datagram(s) to %s: no room in the kernel", len(run), address)
 
     def _forget_pending(self, code: int = 0) -> None:
         """What waits will never be sent: with ``code``, counted as dropped."""
         if code:
             now = trio.current_time()
-            for _data, address, _priority in self._pending:
-                self._engine.send_failed(address, code, 1, now, permanent=False)
-        self._done += len(self._pending)
+            for run in self._pending:
+                self._engine.send_failed(run[0][1], code, len(run), now, permanent=False)
+        self._done += self._waiting
+        self._waiting = 0
         self._pending.clear()
 
     def close(self) -> None:
