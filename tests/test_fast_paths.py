@@ -31,8 +31,24 @@ if TYPE_CHECKING:
     from trioudp._events import Event
 
 
+FIELDS = (
+    "session",
+    "sequence",
+    "payload",
+    "message_length",
+    "fragment_index",
+    "fragment_count",
+    "topic",
+    "group",
+    "packet",
+    "oldest",
+    "kind",
+    "parts",
+)
+
+
 def fields(frame: Frame) -> dict[str, object]:
-    values = {name: getattr(frame, name) for name in Frame.__slots__}
+    values = {name: getattr(frame, name) for name in FIELDS}
     values["payload"] = bytes(frame.payload)
     values["parts"] = [bytes(part) for part in frame.parts]
     return values

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from dataclasses import dataclass
 from math import inf
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ._budget import MESSAGE_COST, message_cost
-from ._events import MessagesWaiting
+from ._message import Address  # noqa: TC001  (compiled dataclasses read it at run time)
 
 if TYPE_CHECKING:
     from ._budget import Budget
     from ._config import Config
-    from ._message import Address, Message
+    from ._message import Message
     from ._peer import Peer
     from ._statistics import Counters
 
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 LINGER = 60.0
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class Unreachable:
     """An ICMP error the kernel reported for a client's peer, queued among its
     messages so that ``receive()`` raises it in order."""
@@ -189,12 +188,12 @@ class Delivery:
             queue.waking = True
             self.waking.append(queue)
 
-    def events(self) -> list[MessagesWaiting]:
-        """A MessagesWaiting for each queue that got something (or ended)."""
+    def woken(self) -> list[Queue]:
+        """Each queue that got something (or ended) since the last call."""
         waking, self.waking = self.waking, []
         for queue in waking:
             queue.waking = False
-        return [MessagesWaiting(queue) for queue in waking]
+        return waking
 
     # -- the application's side ----------------------------------------------------
 

@@ -56,6 +56,7 @@ from ._control import Control
 from ._delivery import Delivery, QueueState, Unreachable
 from ._events import (
     Event,
+    MessagesWaiting,
     SendProgress,
     StateChanged,
     assert_never,
@@ -613,9 +614,8 @@ class Engine:
         """What happened since the last call, in order."""
         events = self._events
         self._events = []
-        waiting = self._delivery.events()
-        if waiting:
-            events.extend(waiting)
+        if self._delivery.waking:
+            events.extend([MessagesWaiting(queue) for queue in self._delivery.woken()])
         return events
 
     # -- timers -------------------------------------------------------------------------

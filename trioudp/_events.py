@@ -9,17 +9,17 @@ until the application takes them.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import attrs
+# At run time too, as compiled dataclasses (mypyc) read their annotations.
+from ._delivery import Queue  # noqa: TC001
+from ._peer import Peer  # noqa: TC001
+from ._reasons import LostReason  # noqa: TC001
+from ._state import ConnectionState  # noqa: TC001
 
 if TYPE_CHECKING:
     from typing import NoReturn, TypeAlias
-
-    from ._delivery import Queue
-    from ._peer import Peer
-    from ._reasons import LostReason
-    from ._state import ConnectionState
 
 if sys.version_info >= (3, 11):
     from typing import assert_never
@@ -29,14 +29,14 @@ else:  # pragma: no cover
         raise AssertionError(f"unhandled value: {value!r}")
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerOpened:
     """A new peer sent a valid frame: the shell makes its Connection."""
 
     peer: Peer
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     """A peer's connection state changed."""
 
@@ -44,7 +44,7 @@ class StateChanged:
     state: ConnectionState
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class SendProgress:
     """A peer's reliable sender made room or failed: whoever waits in ``send()``
     or ``flush()`` for it should look again."""
@@ -52,7 +52,7 @@ class SendProgress:
     peer: Peer
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class PeerClosed:
     """The engine forgot a peer (its connection ends)."""
 
@@ -60,7 +60,7 @@ class PeerClosed:
     reason: LostReason
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class MessagesWaiting:
     """A queue that was empty has messages (or ended, or closed): wake its readers."""
 

@@ -7,18 +7,17 @@ engine never reads) and asks the engine about everything else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import inf
 from typing import TYPE_CHECKING
 
-import attrs
-
+from ._reasons import LostReason  # noqa: TC001  (compiled dataclasses read it at run time)
 from ._state import ConnectionState
 from ._statistics import Counters, PeerStatistics, peer_statistics
 
 if TYPE_CHECKING:
     from ._delivery import Queue
     from ._message import Address, Replier
-    from ._reasons import LostReason
     from ._receiving import Stream
     from ._reliable import Sender
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 _NEVER = -inf
 
 
-@attrs.frozen(slots=True)
+@dataclass(frozen=True, slots=True)
 class Loss:
     """Why sending to a peer failed for good, for the shell's PeerLostError."""
 

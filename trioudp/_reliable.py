@@ -586,13 +586,15 @@ class Sender:
             self._lost[packet] = (sent.fragments, self._largest_acked)
             if len(self._lost) > REMEMBERED_LOSSES:
                 del self._lost[next(iter(self._lost))]
-            self._retransmit.extend(f for f in sent.fragments if not f.acked and f.latest == packet)
+            self._retransmit.extend(
+                [f for f in sent.fragments if not f.acked and f.latest == packet]
+            )
         if newest_lost > self._recovery_start:
             # One congestion event per round trip (RFC 9002 §7.3.2).
             self._recovery_start = now
             floor = MINIMUM_WINDOW * self._max_datagram_size
-            self._threshold = max(self.window // 2, floor)
-            self.window = self._threshold
+            self.window = max(self.window // 2, floor)
+            self._threshold = float(self.window)
 
     def _blocked(self) -> bool:
         """Nothing in flight, but new messages wait for the receiver's window."""
