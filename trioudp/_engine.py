@@ -70,7 +70,7 @@ from ._receiving import Reception
 from ._reliable import Sender
 from ._sending import Encoder, Output, encode_topic
 from ._state import ConnectionState
-from ._statistics import Counters, EndpointStatistics, endpoint_statistics
+from ._statistics import Counters
 from ._timers import KEEPALIVE_JITTER, Timer, Timers
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ if TYPE_CHECKING:
     from ._message import Address
     from ._receiving import Stream
     from ._sending import Datagram
-    from ._statistics import PeerStatistics
+    from ._statistics import EndpointStatistics, PeerStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -692,20 +692,12 @@ class Engine:
         self, *, receive_errors: int = 0, datagrams_offloaded: int = 0, datagrams_coalesced: int = 0
     ) -> EndpointStatistics:
         """Totals over every peer, with the transport's own figures."""
-        table = self._table
-        total, pending, unacknowledged, in_flight = table.totals(self._own)
-        return endpoint_statistics(
-            total,
-            pending,
-            peers=len(self.peers),
-            peers_opened=table.opened,
-            peers_closed=table.closed,
+        return self._table.statistics(
+            self._own,
+            bytes_buffered=self._budget.total,
             receive_errors=receive_errors,
             datagrams_offloaded=datagrams_offloaded,
             datagrams_coalesced=datagrams_coalesced,
-            messages_unacknowledged=unacknowledged,
-            bytes_in_flight=in_flight,
-            bytes_buffered=self._budget.total,
         )
 
     def peer_statistics(self, peer: Peer) -> PeerStatistics:

@@ -21,7 +21,7 @@ from ._peer import Peer
 from ._reasons import LostReason
 from ._receiving import retire
 from ._state import ConnectionState
-from ._statistics import COUNTERS, Counters
+from ._statistics import COUNTERS, Counters, EndpointStatistics, endpoint_statistics
 from ._timers import KEEPALIVE_JITTER
 
 if TYPE_CHECKING:
@@ -198,10 +198,9 @@ class PeerTable:
             # Never before last_sent + 0.8 x keepalive, which the KEEPALIVE timer finds due.
             peer.keepalive_at = peer.last_sent + keepalive * self.random.uniform(*KEEPALIVE_JITTER)
 
-    def totals(self, own: Counters) -> tuple[Counters, int, int, int]:
+    def statistics(self, own: Counters, **endpoint: int) -> EndpointStatistics:
         """Every counter summed over the endpoint's own, forgotten peers', known
-        peers' and destinations'; datagrams pending; reliable messages
-        unacknowledged and bytes in flight."""
+        peers' and destinations', with the endpoint's own figures."""
         total = Counters()
         total.add(own)
         total.add(self.retired)
@@ -214,4 +213,13 @@ class PeerTable:
                 in_flight += peer.sender.bytes_in_flight
         for destination in self.destinations.values():
             total.add(destination.counters, SUMMED)
-        return total, pending, unacknowledged, in_flight
+        return endpoint_statistics(
+            total,
+            pending,
+            peers=len(self.peers),
+            peers_opened=self.opened,
+            peers_closed=self.closed,
+            messages_unacknowledged=unacknowledged,
+            bytes_in_flight=in_flight,
+            **endpoint,
+        )
