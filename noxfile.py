@@ -215,6 +215,23 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[1])
+def bench_compare(session: nox.Session) -> None:
+    """The benchmarks of a base revision and of the working tree in one run, in
+    turns, with their ratios (``nox -s bench_compare -- REV``; HEAD~1 by
+    default). Not run by default."""
+    session.install(".", *BENCH_PEERS)
+    base = session.posargs[0] if session.posargs else "HEAD~1"
+    session.run(
+        "python",
+        "bench/compare.py",
+        base,
+        "--json",
+        "docs/bench/compare.json",
+        *session.posargs[1:],
+    )
+
+
+@nox.session(python=PYTHONS[1])
 def demo(session: nox.Session) -> None:
     """The live demo of the README."""
     session.install(".")
