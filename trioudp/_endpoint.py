@@ -384,8 +384,10 @@ class Endpoint:
         engine = self._engine
         engine.check(payloads)
         encode_topic(topic)
-        peer = engine.live(peer, trio.current_time())
-        self._after_engine()
+        live = engine.live(peer, trio.current_time())
+        if live is not peer:
+            self._after_engine()  # a new peer for the address: its Connection
+            peer = live
         waited = False
         for payload in payloads:
             while not engine.has_room(peer):
