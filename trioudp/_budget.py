@@ -56,9 +56,9 @@ class Budget:
     __slots__ = ("peer_limit", "total", "total_limit")
 
     def __init__(self, config: Config) -> None:
-        self.total = 0
-        self.total_limit = config.total_buffer_bytes
-        self.peer_limit = config.peer_buffer_bytes
+        self.total: int = 0
+        self.total_limit: int = config.total_buffer_bytes
+        self.peer_limit: int = config.peer_buffer_bytes
 
     def fits(self, peer: Peer, extra: int, *, headroom: int = 0) -> bool:
         """Whether ``peer`` may hold ``extra`` more bytes in its own buffers, and

@@ -74,14 +74,14 @@ class Queue:
     def __init__(self) -> None:
         self.items: deque[Message | Unreachable] = deque()
         #: Payload bytes of the messages in it (what ``channel_bytes`` bounds).
-        self.payload_bytes = 0
-        self.state = QueueState.OPEN
+        self.payload_bytes: int = 0
+        self.state: QueueState = QueueState.OPEN
         #: The shell's waiter for this queue; never read here.
         self.handle: object = None
         #: A MessagesWaiting event for it is due (not yet handed out).
-        self.waking = False
+        self.waking: bool = False
         #: An Unreachable is in it (only one at a time: they say the same).
-        self.error_queued = False
+        self.error_queued: bool = False
 
 
 class Delivery:
