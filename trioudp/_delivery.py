@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from math import inf
 from typing import TYPE_CHECKING
 
-from ._budget import MESSAGE_COST, message_cost
+from ._budget import MESSAGE_COST
 from ._message import Address  # noqa: TC001  (compiled dataclasses read it at run time)
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class Delivery:
         """A message left ``queue``: its charges go."""
         peer: Peer = message._origin  # type: ignore[assignment]
         size = len(message.payload)
-        cost = message_cost(size)
+        cost = size + MESSAGE_COST  # message_cost()
         queue.payload_bytes -= size
         self._budget.total -= cost
         if self._reliable:
@@ -248,16 +248,8 @@ class Delivery:
         if type(item) is Unreachable:
             queue.error_queued = False
             return item
-        message: Message = item  # type: ignore[assignment]
-        peer: Peer = message._origin  # type: ignore[assignment]
-        size = len(message.payload)
-        cost = size + MESSAGE_COST
-        queue.payload_bytes -= size
-        self._budget.total -= cost
-        if self._reliable:
-            peer.buffered -= cost
-            peer.queued -= 1
-        return message
+        self._release(queue, item)  # type: ignore[arg-type]
+        return item
 
     def end(self, queue: Queue, now: float) -> None:
         """No more messages will come to ``queue`` (its peer is gone). What waits
