@@ -67,6 +67,3 @@ class Budget:
             self.total + extra + headroom <= self.total_limit
             and peer.buffered + extra <= self.peer_limit
         )
-
-    def fits_total(self, extra: int) -> bool:
-        return self.total + extra <= self.total_limit
