@@ -318,3 +318,41 @@ def test_a_lost_bundle_goes_again_and_never_mixes_topics_or_priorities() -> None
     assert counters.messages_acked == 4
     assert s.unacknowledged == 0
     assert s.bytes_in_flight == 0
+
+
+def reliable_fragments(sequence: int, packet: int, size: int, oldest: int = 0) -> list[bytes]:
+    """A reliable message of ``size`` bytes in 1200-byte fragments, as a sender
+    that has not sent anything else numbers them (packets from ``packet``)."""
+    chunk = 1200 - 16 - 4 - 8 - 8
+    count = -(-size // chunk)
+    return [
+        encode_reliable(
+            99,
+            sequence,
+            packet + index,
+            oldest,
+            (size, index, count),
+            b"",
+            bytes(min(chunk, size - index * chunk)),
+            sealer(None),
+            authenticated=False,
+        )
+        for index in range(count)
+    ]
+
+
+def test_messages_after_a_gap_always_leave_room_for_the_next_one() -> None:
+    """Out-of-order large messages reserve their room as they begin; they must
+    leave enough, in their peer's budget as in the total, for the message they
+    wait for, or a peer whose next message lost its first fragment would wait
+    for good (each of its later messages held, none of them deliverable)."""
+    e = Engine(Config(reliable=True), now=0.0)  # 4 MiB per peer, 1 MiB messages
+    size = 1024 * 1024 - 100
+    later = [reliable_fragments(sequence, 1000 * sequence, size) for sequence in range(1, 6)]
+    for fragments in later:  # messages 1 to 5 begin; message 0's first fragment was lost
+        e.receive_datagram(fragments[0], A, 0.0)
+    first = reliable_fragments(0, 0, size)
+    for datagram in first:
+        e.receive_datagram(datagram, A, 0.01)
+    assert [len(m.payload) for m in messages(e)] == [size]  # message 0, whole
+    assert e.statistics().bytes_buffered <= Config().peer_buffer_bytes

@@ -60,10 +60,6 @@ class Budget:
         self.total_limit: int = config.total_buffer_bytes
         self.peer_limit: int = config.peer_buffer_bytes
 
-    def fits(self, peer: Peer, extra: int, *, headroom: int = 0) -> bool:
-        """Whether ``peer`` may hold ``extra`` more bytes in its own buffers, and
-        the endpoint too with ``headroom`` to spare."""
-        return (
-            self.total + extra + headroom <= self.total_limit
-            and peer.buffered + extra <= self.peer_limit
-        )
+    def fits(self, peer: Peer, extra: int) -> bool:
+        """Whether ``peer`` may hold ``extra`` more bytes, and the endpoint too."""
+        return self.total + extra <= self.total_limit and peer.buffered + extra <= self.peer_limit

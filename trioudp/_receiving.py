@@ -23,8 +23,8 @@ an acknowledgement (the sender sends it again). A fragmented message is
 admitted whole: its first fragment reserves the room for all of them, so that
 partial messages can never fill the budget and wait for each other forever.
 Data other than the next message a peer's stream delivers must also leave room
-for one largest message in the endpoint's total, so that every peer's next
-message can always get in once the application reads.
+for one largest message, in its peer's budget and in the endpoint's total, so
+that every peer's next message can always get in once the application reads.
 """
 
 from __future__ import annotations
@@ -343,9 +343,18 @@ class Reception:
         return True
 
     def _admits(self, peer: Peer, cost: int, *, next_message: bool) -> bool:
-        """Whether a reliable stream has room for ``cost`` more bytes (see the
-        module's notes: data after the next message leaves headroom)."""
-        return self._budget.fits(peer, cost, headroom=0 if next_message else self._headroom)
+        """Whether a reliable stream has room for ``cost`` more bytes. Data after
+        the next message leaves room for one largest message, in its peer's
+        budget and in the total, so the next message always gets in once the
+        application reads (the module's notes). The next message itself needs
+        only to fit, or to come to a peer (an endpoint) holding nothing, as a
+        message of max_message_size costs a little more than its payload."""
+        budget = self._budget
+        if next_message:
+            return (budget.total + cost <= budget.total_limit or not budget.total) and (
+                peer.buffered + cost <= budget.peer_limit or not peer.buffered
+            )
+        return budget.fits(peer, cost + self._headroom)
 
     def catch_up(self, peer: Peer, stream: Stream, oldest: int) -> None:
         """The sender's oldest unacknowledged message is past this stream's base:
