@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import Any
 
 import pytest
 from crc32c import crc32c
@@ -22,11 +23,14 @@ from trioudp._frame import (
     FLAG_FRAGMENT,
     FLAG_GROUP,
     FLAG_TOPIC,
+    KIND_PING,
     MAGIC,
     BadFrame,
     Frame,
     decode_frame_untrusted,
+    encode_control,
     encode_message,
+    sealer,
 )
 from trioudp._reasons import DropReason
 
@@ -274,3 +278,33 @@ def test_fuzz_fragment_fields(
         assert len(frame.payload) > 0
         return
     assert refused.reason is not DropReason.CRC_ERROR
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reliable": True}, {"framing": False}],
+    ids=["unreliable", "reliable", "raw"],
+)
+def test_a_datagram_from_port_zero_opens_nothing_and_is_answered_by_nothing(
+    options: dict[str, Any],
+) -> None:
+    """UDP source port 0 cannot be sent to: a datagram from it (a spoofed
+    source) once opened a peer whose acknowledgement or reply failed with
+    EINVAL, and ended the application's reply loop. It is dropped and counted."""
+    config = Config(**options)
+    client = Engine(config, now=0.0, connected_to=("10.0.0.1", 5000))
+    assert client.client_peer is not None
+    if config.reliable:
+        client.queue(client.client_peer, b"hello", 0.0)
+    else:
+        client.send(client.client_peer, [b"hello"], 0.0)
+    datagrams = [data for data, _, _ in client.datagrams_to_send(0.0)]
+    datagrams.append(encode_control(KIND_PING, 7, 0, b"", sealer(None), authenticated=False))
+    server = Engine(config, now=0.0)
+    for datagram in datagrams:
+        server.receive_datagram(datagram, ("10.0.0.2", 0), 0.0)
+    assert take(server) == ([], [])
+    assert server.datagrams_to_send(0.0) == []
+    stats = server.statistics()
+    assert stats.peers == 0
+    assert stats.datagrams_received == stats.datagrams_malformed == len(datagrams)

@@ -178,6 +178,9 @@ class Engine:
         afterwards: whatever is kept is copied)."""
         peer = self.peers.get(address)
         size = len(data)
+        if peer is None and not address[1]:
+            self._unanswerable(size, address)
+            return
         if not self.framing:
             self._raw(peer, data, address, size, now)
             return
@@ -291,6 +294,19 @@ class Engine:
         counters.datagrams_received += 1
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
+
+    def _unanswerable(self, size: int, address: Address) -> None:
+        """A datagram from UDP port 0: no reply, acknowledgement or rejection can
+        go back to it (a send to port 0 fails), so it opens no peer. Dropped as
+        malformed (a spoofed source, most likely)."""
+        own = self._own
+        own.datagrams_received += 1
+        own.bytes_received += size
+        own.datagrams_malformed += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "dropped a %d-byte datagram from %s: port 0 cannot be answered", size, address
+            )
 
     def _count_unowned_over_limit(self, size: int) -> None:
         own = self._own
