@@ -268,3 +268,48 @@ async def test_handlers_that_never_read_hold_at_most_the_total(
     assert highest <= limit * 1.1 + 300 * 2048
     assert stats.messages_overflow_dropped > 0
     assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_reliable_messages_to_send_leave_room_for_the_replies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Both ends send large reliable messages and read what comes back, with a
+    small budget. Messages queued to send once filled an endpoint's budget, so
+    it refused its peer's replies; the peer's budget was full of replies, so it
+    refused (and never acknowledged) the messages that would have freed them:
+    each waited for the other for good, nothing delivered."""
+    options: dict[str, Any] = {
+        "reliable": True,
+        "total_buffer_bytes": 1 << 20,
+        "peer_buffer_bytes": 1 << 20,
+        "max_message_size": 64 << 10,
+        "channel_bytes": 1 << 20,
+    }
+    count = 60
+    payloads = [index.to_bytes(4, "big") * 7_500 for index in range(count)]  # 30 KB each
+
+    async def echo(connection: trioudp.Connection) -> None:
+        async for message in connection:
+            await connection.send(message.payload)
+
+    with FakeNetwork(seed=3).installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, **options) as server,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(server.serve, echo)
+            async with trioudp.open_udp_connection(*SERVER, **options) as client:
+                replies: list[bytes] = []
+
+                async def read() -> None:
+                    while len(replies) < count:
+                        replies.append((await client.receive()).payload)
+
+                with trio.fail_after(120):
+                    async with trio.open_nursery() as both:
+                        both.start_soon(read)
+                        for payload in payloads:
+                            await client.send(payload)
+                assert replies == payloads
+                assert client.statistics().messages_unacknowledged == 0
+            nursery.cancel_scope.cancel()

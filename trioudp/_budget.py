@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._frame import FRAGMENT_OVERHEAD
+
 if TYPE_CHECKING:
     from ._config import Config
     from ._peer import Peer
@@ -53,12 +55,19 @@ class Budget:
     """The endpoint's running total and the two limits. Peers keep their own
     share (``Peer.buffered``); this only adds up and compares."""
 
-    __slots__ = ("peer_limit", "total", "total_limit")
+    __slots__ = ("headroom", "peer_limit", "total", "total_limit")
 
     def __init__(self, config: Config) -> None:
         self.total: int = 0
         self.total_limit: int = config.total_buffer_bytes
         self.peer_limit: int = config.peer_buffer_bytes
+        #: Room for one largest message arriving: what reliable data other than
+        #: a peer's next message, and reliable messages queued to send, leave
+        #: free, so that the next message of every peer can always get in.
+        chunk = max(config.max_datagram_size - FRAGMENT_OVERHEAD, 1)
+        self.headroom: int = partial_cost(
+            -(-config.max_message_size // chunk), config.max_message_size
+        )
 
     def fits(self, peer: Peer, extra: int) -> bool:
         """Whether ``peer`` may hold ``extra`` more bytes, and the endpoint too."""

@@ -46,7 +46,7 @@ from ._events import (
     StateChanged,
     assert_never,
 )
-from ._frame import KEY_SIZES
+from ._frame import KEY_SIZES, byte_view
 from ._multicast import check_priority
 from ._peer import LostPeer
 from ._reasons import LostReason
@@ -390,7 +390,7 @@ class Endpoint:
             peer = live
         waited = False
         for payload in payloads:
-            while not engine.has_room(peer):
+            while not engine.has_room(peer, len(byte_view(payload))):
                 self._after_engine()
                 await self._wait_for(peer)
                 waited = True

@@ -486,11 +486,14 @@ class Engine:
         """Raise as ``send`` would if any of ``payloads`` cannot be sent."""
         self._encoder.checked(payloads)
 
-    def has_room(self, peer: Peer) -> bool:
-        """Whether ``peer``'s reliable sender takes another message now."""
+    def has_room(self, peer: Peer, payload: int) -> bool:
+        """Whether ``peer``'s reliable sender takes another message of
+        ``payload`` bytes now."""
         sender = peer.sender
         config = self.config
-        return sender is None or sender.has_room(config.reorder_window, config.peer_buffer_bytes)
+        return sender is None or sender.has_room(
+            config.reorder_window, config.peer_buffer_bytes, payload
+        )
 
     def unacknowledged(self, peer: Peer) -> int:
         """Reliable messages to ``peer`` not yet acknowledged."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from ._budget import FRAGMENT_COST, PARTIAL_COST, message_cost, partial_cost
-from ._frame import FRAGMENT_OVERHEAD, sequence_difference
+from ._frame import sequence_difference
 from ._message import Message
 from ._ordering import DUPLICATE, NEW, OrderedWindow, UnorderedWindow, waiting_cost
 from ._reliable import Acknowledger
@@ -126,9 +126,6 @@ class Reception:
         #: Whether session ``a`` is known to be older than ``b`` (the peer table's
         #: rule, set by the engine).
         self.older: Callable[[int, int], bool] = lambda a, b: False
-        #: Room a reliable stream leaves in the total for another peer's next message.
-        chunk = max(config.max_datagram_size - FRAGMENT_OVERHEAD, 1)
-        self._headroom = partial_cost(-(-config.max_message_size // chunk), config.max_message_size)
 
     # -- streams ---------------------------------------------------------------------
 
@@ -354,7 +351,7 @@ class Reception:
             return (budget.total + cost <= budget.total_limit or not budget.total) and (
                 peer.buffered + cost <= budget.peer_limit or not peer.buffered
             )
-        return budget.fits(peer, cost + self._headroom)
+        return budget.fits(peer, cost + budget.headroom)
 
     def catch_up(self, peer: Peer, stream: Stream, oldest: int) -> None:
         """The sender's oldest unacknowledged message is past this stream's base:

@@ -274,18 +274,22 @@ class Sender:
         """Messages queued or in flight, not yet acknowledged."""
         return len(self._messages)
 
-    def has_room(self, messages: int, size: int) -> bool:
-        """Whether another message may be queued: fewer than ``messages`` wait,
-        their bytes are under ``size``, and the endpoint's budget has room. One
+    def has_room(self, messages: int, size: int, payload: int) -> bool:
+        """Whether another message of ``payload`` bytes may be queued: fewer
+        than ``messages`` wait, their bytes are under ``size``, and the
+        endpoint's budget has room for it and still for one largest message
+        arriving (see _budget.py: were the budget full of messages to send, no
+        acknowledgement could free it, as the peer's could not get in). One
         message always fits, so that a reply never waits on input the
         application has not read yet."""
         if not self._messages:
             return True
         budget = self._budget
+        cost = send_cost(payload, payload // self._max_datagram_size + 1)
         return (
             len(self._messages) < messages
             and self.queued_bytes < size
-            and budget.total < budget.total_limit
+            and budget.total + cost + budget.headroom <= budget.total_limit
         )
 
     def oldest(self) -> int:
