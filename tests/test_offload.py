@@ -171,6 +171,26 @@ async def test_a_device_that_refuses_segmentation_gets_one_datagram_per_call(
 
 
 @needs_gso
+async def test_an_address_the_kernel_refuses_does_not_turn_gso_off() -> None:
+    """A GSO run to port 0 fails with EINVAL, as a run the device cannot
+    segment does; sent alone, its first datagram fails too, so the address is
+    at fault: the caller gets the error and GSO stays on. One bad send once
+    turned segmentation off for the endpoint's whole life."""
+    async with (
+        trioudp.open_udp_server(LOCAL, 0) as receiver,
+        trioudp.open_udp_server(LOCAL, 0) as sender,
+    ):
+        payload = bytes(range(256)) * 200
+        with pytest.raises(OSError, match=r"\[Errno 22\]"):
+            await sender.send_to((LOCAL, 0), payload)
+        before = sender.statistics().datagrams_offloaded
+        await sender.send_to(receiver.local_address[:2], payload)
+        with trio.fail_after(10):
+            assert (await receiver.receive()).payload == payload
+        assert sender.statistics().datagrams_offloaded - before >= 40
+
+
+@needs_gso
 async def test_reliable_engine_output_is_segmented_too() -> None:
     payload = b"r" * 300_000
     sent, received = await _transfer([payload], reliable=True)

@@ -253,6 +253,38 @@ async def test_a_connected_socket_reports_an_icmp_error_once_and_sends_again(
                 client.receive_nowait()
 
 
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+async def test_an_icmp_error_reported_by_a_send_wakes_a_parked_receiver(
+    autojump_clock: trio.testing.MockClock, reliable: bool
+) -> None:
+    """The error a send takes from the kernel is queued for receive(): a task
+    already waiting in receive() raises it at once. It once stayed parked,
+    with the error queued, until some datagram came."""
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_connection(*SERVER, local_address=VICTIM, reliable=reliable) as client,
+            trio.open_nursery() as nursery,
+        ):
+            raised: list[int] = []
+
+            async def receive() -> None:
+                with pytest.raises(trioudp.UnreachableError) as info:
+                    await client.receive()
+                raised.append(info.value.errno or 0)
+
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            network.set_faults(Faults(send_error=errno.ECONNREFUSED), source=VICTIM[0])
+            before = trio.current_time()
+            await client.send(b"x")
+            await trio.testing.wait_all_tasks_blocked()
+            # Woken by the send itself, not by a timer or a datagram.
+            assert trio.current_time() == before
+            assert raised == [errno.ECONNREFUSED]
+            nursery.cancel_scope.cancel()
+
+
 class _FailingSegmentation:
     """A real socket whose segmented sends (GSO runs) fail with one errno:
     ``times`` times (the kernel's transient refusals), or always."""

@@ -134,6 +134,7 @@ class Endpoint:
             real=self._trio_socket is not None,
             wait_writable=wait_writable,
             on_gone=self._close,
+            on_engine=self._engine_changed,
         )
         self._addresses = AddressBook(sock.family)
         self._connections: dict[Address, Connection] = {}
@@ -236,6 +237,16 @@ class Endpoint:
             self._dispatch(events)
         if engine.has_output:
             self._transport.push(engine.datagrams_to_send(trio.current_time()))
+        self._update_deadline()
+
+    def _engine_changed(self) -> None:
+        """The transport told the engine a send failed (from whichever task
+        sent): hand out the events, so that a receiver parked for the error
+        report, or a flush waiting on a peer that failed, wakes now. Its
+        datagrams wait: the transport is in the middle of sending."""
+        engine = self._engine
+        if engine.has_events:
+            self._dispatch(engine.events())
         self._update_deadline()
 
     def _update_deadline(self) -> None:

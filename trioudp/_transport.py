@@ -85,7 +85,10 @@ class Action(enum.Enum):
     )
     DROP = "counted drop against its peer (datagrams_send_dropped), as a loss on the way"
     REFUSED = "error to the caller who asked; a reliable peer is failed (UNREACHABLE)"
-    UNSEGMENTED = "GSO turned off for the endpoint; the run sent again one datagram per call"
+    UNSEGMENTED = (
+        "the run sent again one datagram per call; if its first datagram then goes, GSO is "
+        "turned off for the endpoint (else the address was at fault, and GSO stays on)"
+    )
     CLOSED = "the endpoint is closed: ClosedResourceError to the caller"
 
 
@@ -153,16 +156,24 @@ class Transport:
         real: bool,
         wait_writable: Callable[[], Awaitable[None]],
         on_gone: Callable[[], None],
+        on_engine: Callable[[], None],
     ) -> None:
         self._sock = sock
         #: Called when the socket turns out to be gone (EBADF): the endpoint closes.
         self._on_gone = on_gone
+        #: Called after a send's failure was told to the engine (a report or a
+        #: drop may wake a receiver, or fail a reliable peer), from whichever task
+        #: sent: the endpoint hands out the engine's events. It must not send.
+        self._on_engine = on_engine
         self._config = config
         self._engine = engine
         self._remote = remote
         self._wait_writable = wait_writable
         #: Segmentation offload (Linux): several datagrams per system call.
         self._gso = real and config.offload and gso_available(sock)
+        #: Where (in ``_done``) the datagrams of a GSO run that failed begin,
+        #: sent one per call: if the first goes, GSO was at fault.
+        self._unsegmented_at: int = -1
         #: GRO is turned on once a datagram of GRO_WORTHWHILE bytes arrives:
         #: reading with recvmsg costs more per call than recvfrom, which small
         #: datagrams (never coalesced on their own) should not pay.
@@ -174,10 +185,10 @@ class Transport:
         #: wait; how many have left (sent or dropped) since the start; where an
         #: ICMP report was last taken; how many system calls sent something.
         self._pending: deque[list[Datagram]] = deque()
-        self._waiting = 0
-        self._done = 0
+        self._waiting: int = 0
+        self._done: int = 0
         self.calls = 0
-        self._reported_at = -1
+        self._reported_at: int = -1
         self._send_lock = trio.Lock()
         self._backlog_waiting = trio.Event()
         #: Addresses whose senders wait in ``complete``, and the error the policy
@@ -401,10 +412,24 @@ class Transport:
                 if self._blocked is not None:
                     return failure
                 continue
+            if self._done == self._unsegmented_at:
+                self._unsegmented()
             pending.popleft()
             self._waiting -= len(run)
             self._done += len(run)
         return failure
+
+    def _unsegmented(self) -> None:
+        """A datagram of a GSO run the kernel refused went alone: GSO is what it
+        refuses, so every run waiting is cut into single datagrams, and every
+        send is one datagram per call from now on."""
+        self._gso = False
+        self._unsegmented_at = -1
+        logger.debug("UDP GSO refused: one datagram per send from now on")
+        pending = self._pending
+        singles = [[datagram] for run in pending for datagram in run]
+        pending.clear()
+        pending.extend(singles)
 
     def _put(self, run: Sequence[Datagram], address: Address, priority: int | None) -> None:
         """Hand one datagram, or a GSO run of several, to the socket: with a DSCP
@@ -450,18 +475,21 @@ class Transport:
             self._blocked = action
             self._no_room = code
             return None
+        if self._done == self._unsegmented_at:
+            self._unsegmented_at = -1  # alone it fails too: the address, not GSO
         if action is Action.UNSEGMENTED:
-            self._gso = False
-            logger.debug("UDP GSO refused (%s): one datagram per send from now on", exc)
-            pending = self._pending  # every run waiting, cut into single datagrams
-            singles = [[datagram] for run in pending for datagram in run]
-            pending.clear()
-            pending.extend(singles)
+            # Was it GSO, or this address (port 0, say)? Its first datagram, sent
+            # alone, tells (see _drain).
+            self._unsegmented_at = self._done
+            pending = self._pending
+            pending.popleft()
+            pending.extendleft([datagram] for datagram in reversed(run))
             return None
         if action is Action.REPORTED:
             self._reported_at = self._done
             self.receive_errors += 1
             engine.unreachable(code, _strerror(exc), now)
+            self._on_engine()
             return None
         if action is Action.CLOSED:
             # The socket is gone under us: so is the endpoint.
@@ -474,6 +502,7 @@ class Transport:
         self._done += count
         permanent = action is Action.REFUSED
         engine.send_failed(address, code, count, now, permanent=permanent)
+        self._on_engine()
         logger.debug("dropped %d datagram(s) to %s: %s", count, address, exc)
         if permanent:
             error = _caller_error(exc, len(data), address)
@@ -492,6 +521,7 @@ class Transport:
         self._blocked = None
         now = trio.current_time()
         self._engine.send_failed(address, self._no_room, len(run), now, permanent=False)
+        self._on_engine()
         logger.debug("dropped %d datagram(s) to %s: no room in the kernel", len(run), address)
 
     def _forget_pending(self, code: int = 0) -> None:
