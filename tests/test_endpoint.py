@@ -112,6 +112,35 @@ async def test_handler_error_surfaces_in_the_callers_task() -> None:
         await scenario()
 
 
+async def test_closing_the_server_cancels_the_handlers_and_ends_serve() -> None:
+    """aclose() from another task while serve() runs: the handlers are
+    cancelled and serve() raises ClosedResourceError. serve() once slept on
+    forever, and the nursery around it never exited."""
+    handled = trio.Event()
+    cancelled: list[bool] = []
+
+    async def handler(connection: trioudp.Connection) -> None:
+        try:
+            await connection.receive()
+            handled.set()
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append(True)
+            raise
+
+    async def close(server: trioudp.UDPServer) -> None:
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as client:
+            await client.send(b"x")
+            await handled.wait()
+        await server.aclose()
+
+    async with trioudp.open_udp_server(LOCAL, 0) as server, trio.open_nursery() as nursery:
+        nursery.start_soon(close, server)
+        with trio.fail_after(5), pytest.raises(trio.ClosedResourceError, match="serve"):
+            await server.serve(handler)
+    assert cancelled == [True]
+
+
 async def test_raw_mode_talks_to_plain_sockets() -> None:
     async with trioudp.open_udp_server(LOCAL, 0, framing=False) as server:
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:

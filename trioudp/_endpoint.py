@@ -468,6 +468,8 @@ class Endpoint:
         for connection in self._connections.values():
             connection._end(LostReason.CLOSED)
         self._dispatch(events)
+        if self._serving is not None:
+            self._serving[0].cancel_scope.cancel()
         if self._tasks is not None:
             self._tasks.cancel()
         if self._trio_socket is not None:
@@ -561,7 +563,8 @@ class Serving(Endpoint, Receiving):
         When a handler returns, the peer is forgotten: its next message starts a
         new connection and a new handler. An exception in a handler ends
         ``serve()`` (and the other handlers) and propagates from it; a lone one
-        is raised as itself.
+        is raised as itself. Closing the server (``aclose()``, from any task)
+        cancels the handlers and ends ``serve()`` with ``trio.ClosedResourceError``.
         """
         if self._serving is not None:
             raise trio.BusyResourceError("serve() is already running on this server")
@@ -576,13 +579,13 @@ class Serving(Endpoint, Receiving):
                         if connection._own is None and not connection._closed:
                             self._start_handler(connection)
                     task_status.started()
-                    await trio.sleep_forever()
+                    await trio.sleep_forever()  # until _close cancels the handlers
                 finally:
                     self._serving = None
                     self._engine.claim_new_peers = False
         except BaseExceptionGroup as group:
             raise_lone(group)
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise trio.ClosedResourceError("this trioudp server was closed while serve() ran")
 
 
 class UDPServer(Serving):
