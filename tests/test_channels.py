@@ -240,6 +240,36 @@ async def test_an_ended_connection_nobody_reads_lets_its_messages_go(
             connection.receive_nowait()
 
 
+async def test_closing_the_server_lets_go_of_forgotten_peers_messages(
+    autojump_clock: trio.testing.MockClock, network: FakeNetwork
+) -> None:
+    """Messages lingering in the connection of a peer already forgotten are let
+    go when the server closes (they stayed charged), and that connection, like
+    every other, raises ClosedResourceError (it once still gave them out)."""
+    async with trioudp.open_udp_server(*SERVER, idle_timeout=5) as server:
+        async with trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client:
+            await client.send(b"first")
+            await trio.testing.wait_all_tasks_blocked()
+            connection = server.connections[CLIENT]
+            server.receive_nowait()
+            with pytest.raises(trio.WouldBlock):
+                connection.receive_nowait()  # read once: it has a channel of its own
+            for number in range(5):
+                await client.send(b"unread %d" % number)
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(5.5)  # the peer is forgotten; its messages linger
+        assert connection.ended is trioudp.LostReason.IDLE
+        assert server.statistics().bytes_buffered > 0
+    stats = server.statistics()
+    assert stats.bytes_buffered == 0
+    assert stats.messages_overflow_dropped == 5
+    assert stats.datagrams_received == stats.datagrams_accounted
+    with pytest.raises(trio.ClosedResourceError):
+        connection.receive_nowait()
+    with pytest.raises(trio.ClosedResourceError):
+        await connection.receive()
+
+
 async def test_a_task_waiting_on_a_connection_closed_by_another_gets_closed_resource(
     autojump_clock: trio.testing.MockClock, network: FakeNetwork
 ) -> None:

@@ -127,11 +127,11 @@ class Connection(Receiving):
 
     def _inbox(self) -> Inbox:
         self._check_open()
+        endpoint = self._endpoint
+        if endpoint._closed:
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
         inbox = self._own
         if inbox is None:
-            endpoint = self._endpoint
-            if endpoint._closed:
-                raise trio.ClosedResourceError("this trioudp endpoint is closed")
             inbox = self._own = endpoint._inbox_for(endpoint._engine.claim(self._peer))
         return inbox
 

@@ -401,6 +401,8 @@ class Engine:
         for peer in (*self.peers.values(), *([self.client_peer] if self.client_peer else ())):
             if peer.queue is not None:
                 delivery.discard(peer.queue, QueueState.CLOSED)
+        while delivery.lingering:  # forgotten peers' messages, not taken yet
+            delivery.discard(delivery.lingering.popleft()[1], QueueState.CLOSED)
 
     # -- the application's messages -----------------------------------------------------
 
