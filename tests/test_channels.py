@@ -207,6 +207,22 @@ async def test_closing_inside_the_block_cancels_nothing_of_it(
     assert ran_on == ["client", "server", "after aclose", "after sleeping"]
 
 
+async def left_unread(server: trioudp.UDPServer, count: int) -> trioudp.Connection:
+    """A client's connection read once (so its messages go to it), then sent
+    ``count`` messages nobody reads; the client is gone."""
+    async with trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client:
+        await client.send(b"first")
+        await trio.testing.wait_all_tasks_blocked()
+        connection = server.connections[CLIENT]
+        server.receive_nowait()
+        with pytest.raises(trio.WouldBlock):
+            connection.receive_nowait()  # read once: it has a channel of its own
+        for number in range(count):
+            await client.send(b"unread %d" % number)
+        await trio.testing.wait_all_tasks_blocked()
+    return connection
+
+
 async def test_an_ended_connection_nobody_reads_lets_its_messages_go(
     autojump_clock: trio.testing.MockClock, network: FakeNetwork
 ) -> None:
@@ -215,16 +231,7 @@ async def test_an_ended_connection_nobody_reads_lets_its_messages_go(
     (counted as overflow), so it cannot hold the endpoint's budget for good
     (new clients were starved)."""
     async with trioudp.open_udp_server(*SERVER, idle_timeout=5) as server:
-        async with trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client:
-            await client.send(b"first")
-            await trio.testing.wait_all_tasks_blocked()
-            connection = server.connections[CLIENT]
-            server.receive_nowait()
-            with pytest.raises(trio.WouldBlock):
-                connection.receive_nowait()  # read once: it has a channel of its own
-            for number in range(20):
-                await client.send(b"unread %d" % number)
-            await trio.testing.wait_all_tasks_blocked()
+        connection = await left_unread(server, 20)
         held = server.statistics().bytes_buffered
         assert held > 0
         await trio.sleep(5.5)  # the peer is forgotten: its messages may still be read
@@ -247,16 +254,7 @@ async def test_closing_the_server_lets_go_of_forgotten_peers_messages(
     go when the server closes (they stayed charged), and that connection, like
     every other, raises ClosedResourceError (it once still gave them out)."""
     async with trioudp.open_udp_server(*SERVER, idle_timeout=5) as server:
-        async with trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client:
-            await client.send(b"first")
-            await trio.testing.wait_all_tasks_blocked()
-            connection = server.connections[CLIENT]
-            server.receive_nowait()
-            with pytest.raises(trio.WouldBlock):
-                connection.receive_nowait()  # read once: it has a channel of its own
-            for number in range(5):
-                await client.send(b"unread %d" % number)
-            await trio.testing.wait_all_tasks_blocked()
+        connection = await left_unread(server, 5)
         await trio.sleep(5.5)  # the peer is forgotten; its messages linger
         assert connection.ended is trioudp.LostReason.IDLE
         assert server.statistics().bytes_buffered > 0

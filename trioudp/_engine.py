@@ -65,7 +65,7 @@ from ._frame import KIND_PING, OVERHEAD, BadFrame, decode_frame_untrusted, encod
 from ._message import Message
 from ._peer import Loss, LostPeer, Peer
 from ._peers import PeerTable
-from ._reasons import LostReason
+from ._reasons import DropReason, LostReason
 from ._receiving import Reception
 from ._reliable import Sender
 from ._sending import Encoder, Output, encode_topic
@@ -179,7 +179,9 @@ class Engine:
         peer = self.peers.get(address)
         size = len(data)
         if peer is None and not address[1]:
-            self._unanswerable(size, address)
+            # UDP port 0: no reply, acknowledgement or rejection can go back, so
+            # it opens no peer (a spoofed source, most likely).
+            self._refuse(self._own, size, DropReason.MALFORMED, "from %s: port 0", address)
             return
         if not self.framing:
             self._raw(peer, data, address, size, now)
@@ -188,20 +190,16 @@ class Engine:
             frame = decode_frame_untrusted(data, self.key)
         except BadFrame as exc:
             counters = self._own if peer is None else peer.counters
-            counters.datagrams_received += 1
-            counters.bytes_received += size
-            counters.drop(exc.reason)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("dropped a %d-byte datagram from %s: %s", size, address, exc)
+            self._refuse(counters, size, exc.reason, "from %s: %s", address, exc)
             return
         if frame.kind:
             self._control_frame(peer, frame, address, size, now)
             return
         if (frame.packet >= 0) is not self.reliable:
             counters = self._own if peer is None else peer.counters
-            counters.datagrams_received += 1
-            counters.bytes_received += size
-            counters.datagrams_mismatched += 1
+            self._refuse(
+                counters, size, DropReason.MISMATCHED, "from %s: reliable mode differs", address
+            )
             self._control.reject(peer, frame, address, now)
             return
         session = frame.session
@@ -209,9 +207,7 @@ class Engine:
         table = self._table
         if group and session in table.own_sessions:
             counters = self._own if peer is None else peer.counters
-            counters.datagrams_received += 1
-            counters.bytes_received += size
-            counters.datagrams_own += 1
+            self._refuse(counters, size, DropReason.OWN)  # looped back to us
             return
         if peer is None or (
             not group
@@ -221,7 +217,7 @@ class Engine:
         ):
             peer = table.reopen(peer, address, now)
             if peer is None:
-                self._count_unowned_over_limit(size)
+                self._over_max_peers(size)
                 return
         parts = frame.parts
         counters = peer.counters
@@ -268,7 +264,7 @@ class Engine:
         if peer is None:
             peer = self._table.open(address, now)
             if peer is None:
-                self._count_unowned_over_limit(size)
+                self._over_max_peers(size)
                 return
         counters = peer.counters
         counters.datagrams_received += 1
@@ -285,7 +281,7 @@ class Engine:
         if peer is None and frame.kind == KIND_PING:
             peer = self._table.open(address, now)
             if peer is None:
-                self._count_unowned_over_limit(size)
+                self._over_max_peers(size)
                 return
         if peer is None:
             self._control.unknown(frame, size)
@@ -295,30 +291,26 @@ class Engine:
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
 
-    def _unanswerable(self, size: int, address: Address) -> None:
-        """A datagram from UDP port 0: no reply, acknowledgement or rejection can
-        go back to it (a send to port 0 fails), so it opens no peer. Dropped as
-        malformed (a spoofed source, most likely)."""
-        own = self._own
-        own.datagrams_received += 1
-        own.bytes_received += size
-        own.datagrams_malformed += 1
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "dropped a %d-byte datagram from %s: port 0 cannot be answered", size, address
-            )
+    def _refuse(
+        self, counters: Counters, size: int, reason: DropReason, why: str = "", *args: object
+    ) -> None:
+        """Count a datagram dropped before any stream saw it (``counters``: its
+        peer's, or the endpoint's own if it has none) and say ``why`` at DEBUG
+        (nothing: a normal event, only counted)."""
+        counters.datagrams_received += 1
+        counters.bytes_received += size
+        counters.drop(reason)
+        if why and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("dropped a %d-byte datagram " + why, size, *args)
 
-    def _count_unowned_over_limit(self, size: int) -> None:
-        own = self._own
-        own.datagrams_received += 1
-        own.bytes_received += size
-        own.datagrams_over_limit += 1
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "dropped a %d-byte datagram from a new peer: max_peers=%d are known",
-                size,
-                self.config.max_peers,
-            )
+    def _over_max_peers(self, size: int) -> None:
+        self._refuse(
+            self._own,
+            size,
+            DropReason.OVER_LIMIT,
+            "from a new peer: max_peers=%d are known",
+            self.config.max_peers,
+        )
 
     # -- what the other modules ask of the engine (control.Coordinator) --------------
 
