@@ -136,12 +136,20 @@ async def test_keyed_multicast(autojump_clock: trio.testing.MockClock) -> None:
     [
         (b"short", ValueError, r"key must be 16 to 64 bytes, got 5"),
         (b"x" * 65, ValueError, r"got 65: a random secret"),
-        ("text key of enough length", TypeError, r"key must be bytes"),
+        ("text key of enough length", TypeError, r"key must be bytes-like .* got str"),
+        # bytes(32) would have made 32 zero bytes of an int: no secret at all.
+        (32, TypeError, r"key must be bytes-like .* got int"),
+        (bytes(32), ValueError, r"key is all zero bytes"),
+        (None.__class__, TypeError, r"got type"),
     ],
+    ids=["short", "long", "str", "int", "zeros", "a-type"],
 )
 async def test_bad_keys(key: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         async with trioudp.open_udp_server("127.0.0.1", 0, key=key):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(error, match=message):
+        async with trioudp.open_udp_connection("127.0.0.1", 9, key=key):  # type: ignore[arg-type]
             pass
     with pytest.raises(ValueError, match="raw mode"):
         async with trioudp.open_udp_server(

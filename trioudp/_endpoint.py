@@ -613,13 +613,22 @@ def check_key(key: Buffer | None) -> bytes | None:
     if key is None:
         return None
     try:
-        secret = bytes(key)
+        view = memoryview(key)  # an int or a str is not: bytes(32) is 32 zero bytes
     except TypeError:
-        raise TypeError(f"key must be bytes, got {type(key).__name__}") from None
+        raise TypeError(
+            f"key must be bytes-like (bytes, bytearray, memoryview), got {type(key).__name__}: "
+            f"a random secret shared by both ends, such as secrets.token_bytes(32)"
+        ) from None
+    secret = view.tobytes()
     if len(secret) not in KEY_SIZES:
         raise ValueError(
             f"key must be {KEY_SIZES.start} to {KEY_SIZES.stop - 1} bytes, got {len(secret)}: "
             f"a random secret shared by both ends, such as secrets.token_bytes(32)"
+        )
+    if not any(secret):
+        raise ValueError(
+            "key is all zero bytes, which is no secret: use a random one shared by both ends, "
+            "such as secrets.token_bytes(32)"
         )
     return secret
 
