@@ -11,7 +11,7 @@ from sansio import messages
 
 import trioudp
 from trioudp import Config
-from trioudp._engine import Engine
+from trioudp._engine import Engine, keyed_session_id
 from trioudp._frame import TAG_SIZE, BadFrame, decode_frame_untrusted, encode_message
 from trioudp._reasons import DropReason
 from trioudp.testing import FakeNetwork
@@ -156,3 +156,40 @@ async def test_bad_keys(key: object, error: type[Exception], message: str) -> No
             "127.0.0.1", 0, key=secrets.token_bytes(32), framing=False
         ):
             pass
+
+
+def test_a_peer_whose_clock_went_back_is_served_again_within_idle_timeout() -> None:
+    """With a key, a session older by its clock than the one a server has is
+    refused as a replay. A client that restarted with its clock 5 s behind
+    was locked out for as long as it kept sending (its refused frames kept the
+    old session alive); now only accepted frames do, and it is served once the
+    old session has been silent for idle_timeout."""
+    key = secrets.token_bytes(32)
+    config = Config(idle_timeout=30.0)
+    server = Engine(config, now=0.0, key=key)
+    client_address = ("10.0.0.2", 6000)
+
+    def client(clock: float) -> Engine:
+        return Engine(
+            config,
+            now=0.0,
+            connected_to=("10.0.0.1", 5000),
+            key=key,
+            new_session_id=lambda: keyed_session_id(clock),
+        )
+
+    def send(sender: Engine, payload: bytes, now: float) -> list[bytes]:
+        assert sender.client_peer is not None
+        if server.next_deadline() <= now:
+            server.handle_timer(now)
+        sender.send(sender.client_peer, [payload], now)
+        for data, _, _ in sender.datagrams_to_send(now):
+            server.receive_datagram(data, client_address, now)
+        return [message.payload for message in messages(server)]
+
+    assert send(client(1_000_000.0), b"before", 0.0) == [b"before"]
+    behind = client(999_995.0)  # restarted, its clock 5 s back
+    refused = [send(behind, b"behind %d" % second, float(second)) for second in range(1, 30)]
+    assert refused == [[]] * 29
+    assert send(behind, b"served", 31.0) == [b"served"]
+    assert server.statistics().datagrams_stale_session == 29

@@ -13,7 +13,9 @@ import trio.testing
 
 import trioudp
 from trioudp._frame import encode_message
+from trioudp._peers import RESTART_QUIET
 from trioudp._sockets import AddressBook
+from trioudp.testing import FakeNetwork
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -237,23 +239,34 @@ async def test_garbage_never_kills_the_server(echo_server: trioudp.UDPServer) ->
     assert stats.peers == 1
 
 
-async def test_restarted_client_with_a_new_session_is_served() -> None:
-    port = free_port()
-    async with trioudp.open_udp_server(LOCAL, 0) as server:
-        target = server.local_address[:2]
-        async with trioudp.open_udp_connection(*target, local_address=(LOCAL, port)) as first:
-            await first.send(b"one")
-            await first.send(b"two")
-            with trio.fail_after(5):
+async def test_restarted_client_with_a_new_session_is_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client that restarts (a new session from the same address) is served
+    as a new connection once its old session has been silent RESTART_QUIET;
+    until then the new session's datagrams are dropped as stale, so that one
+    datagram with a made-up session cannot silence a client that is talking."""
+    client = ("10.0.0.2", 6000)
+    with FakeNetwork().installed():
+        async with trioudp.open_udp_server("10.0.0.1", 5000) as server:
+            async with trioudp.open_udp_connection("10.0.0.1", 5000, local_address=client) as first:
+                await first.send(b"one")
+                await first.send(b"two")
                 assert [m.sequence for m in await _receive(server, 2)] == [0, 1]
-        old = server.connections[(LOCAL, port)]
-        async with trioudp.open_udp_connection(*target, local_address=(LOCAL, port)) as second:
-            await second.send(b"one again")
-            with trio.fail_after(5):
+            old = server.connections[client]
+            async with trioudp.open_udp_connection(
+                "10.0.0.1", 5000, local_address=client
+            ) as second:
+                await second.send(b"too soon")
+                await trio.testing.wait_all_tasks_blocked()
+                assert server.statistics().datagrams_stale_session == 1
+                assert old.ended is None
+                await trio.sleep(RESTART_QUIET)
+                await second.send(b"one again")
                 (message,) = await _receive(server, 1)
-        assert (message.payload, message.sequence) == (b"one again", 0)
+        assert (message.payload, message.sequence) == (b"one again", 1)
         assert old.ended == "replaced"
-        assert server.connections[(LOCAL, port)] is not old
+        assert server.connections[client] is not old
         assert server.statistics().session_changes == 1
 
 

@@ -10,13 +10,14 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sansio import A, B, encode, encode_batch, events, feed, take
+from sansio import A, B, encode, encode_batch, events, feed, messages, take
 
 from trioudp import Config, Message
 from trioudp._engine import Engine
 from trioudp._events import PeerClosed, PeerOpened
 from trioudp._frame import encode_message
 from trioudp._peer import Peer
+from trioudp._peers import RESTART_QUIET
 from trioudp._statistics import COUNTERS, OUTCOMES, PeerStatistics
 
 
@@ -202,17 +203,24 @@ def test_total_buffer_limit_never_evicts_another_peer() -> None:
 
 def test_restarted_peer_gets_a_new_connection_and_old_session_is_stale() -> None:
     e = engine()
-    old = stream([b"old0", b"old1"], session=1)
+    old = stream([b"old0", b"old1", b"old2"], session=1)
     new = stream([b"new0", b"new1"], session=2)
     feed(e, old[0])
     first_peer = e.peers[A]
-    delivered = feed(e, new[0] + old[1] + new[1])
-    assert [x.payload for x in delivered] == [b"new0", b"new1"]
+    # While the old session talks, the new one is refused: one made-up datagram
+    # cannot silence a peer.
+    assert feed(e, new[0], now=RESTART_QUIET / 2) == []
+    assert not first_peer.closed
+    assert [x.payload for x in feed(e, old[1], now=RESTART_QUIET / 2)] == [b"old1"]
+    # Silent for RESTART_QUIET: now a restart, and the old session is stale.
+    later = RESTART_QUIET * 1.5
+    delivered = feed(e, new[1] + old[2], now=later)
+    assert [x.payload for x in delivered] == [b"new1"]
     assert events(e) == []
     assert first_peer.closed
     assert e.peers[A] is not first_peer
     stats = e.statistics()
-    assert stats.datagrams_stale_session == 1
+    assert stats.datagrams_stale_session == 2
     assert stats.session_changes == 1
     assert stats.peers_closed == 1
     assert_accounted(stats)
@@ -221,7 +229,7 @@ def test_restarted_peer_gets_a_new_connection_and_old_session_is_stale() -> None
 def test_peer_events_are_in_order_and_messages_name_their_peer() -> None:
     e = engine()
     e.receive_datagram(stream([b"x"], session=1)[0][0], A, 0.0)
-    e.receive_datagram(stream([b"y"], session=2)[0][0], A, 0.0)
+    e.receive_datagram(stream([b"y"], session=2)[0][0], A, RESTART_QUIET)
     delivered, happened = take(e)
     assert [type(x).__name__ for x in happened] == ["PeerOpened", "PeerClosed", "PeerOpened"]
     first, closed, second = happened
@@ -237,7 +245,8 @@ def test_client_engine_keeps_its_peer_across_restarts() -> None:
     peer = e.client_peer
     assert peer is not None
     feed(e, stream([b"a", b"b"], session=1)[0])
-    assert [x.payload for x in feed(e, stream([b"c"], session=2)[0])] == [b"c"]
+    assert feed(e, stream([b"c"], session=2)[0]) == []  # the old one still talks
+    assert [x.payload for x in feed(e, stream([b"c"], session=2)[0], RESTART_QUIET)] == [b"c"]
     assert e.client_peer is peer
     assert not peer.closed
     assert peer.statistics().session_changes == 1
@@ -607,3 +616,62 @@ def test_garbage_is_logged_at_debug_level(caplog: pytest.LogCaptureFixture) -> N
     assert messages[0].startswith("dropped a 30-byte datagram from ('127.0.0.1', 4000): ")
     assert "max_peers=1 are known" in messages[1]
     assert {record.name for record in caplog.records} == {"trioudp._engine"}
+
+
+def _frames(config: Config, payload: bytes, now: float, to: tuple[str, int] = A) -> list[bytes]:
+    """What a fresh sender (a session of its own) sends with one message."""
+    sender = Engine(config, now=now, connected_to=to)
+    assert sender.client_peer is not None
+    if config.reliable:
+        sender.queue(sender.client_peer, payload, now)
+    else:
+        sender.send(sender.client_peer, [payload], now)
+    return [data for data, _, _ in sender.datagrams_to_send(now)]
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+def test_one_datagram_with_a_made_up_session_silences_no_one(reliable: bool) -> None:
+    """A datagram with a new session id from a talking client's address (to the
+    server), or from the server's address (to the client), once retired the
+    real session: its next messages were all dropped as stale, and a reliable
+    sender lost its peer. Now it is dropped, and both ends go on."""
+    config = Config(reliable=reliable)
+    server = Engine(config, now=0.0)
+    client = Engine(config, now=0.0, connected_to=A)
+    peer = client.client_peer
+    assert peer is not None
+    received: list[bytes] = []
+    replies: list[bytes] = []
+    now = 0.0
+    for index in range(20):
+        now += 0.05
+        payload = b"m%d" % index
+        if reliable:
+            client.queue(peer, payload, now)
+        else:
+            client.send(peer, [payload], now)
+        if index == 5:
+            for data in _frames(config, b"spoofed", now):
+                server.receive_datagram(data, B, now)  # B: the client's address
+            for data in _frames(config, b"spoofed", now, to=B):
+                client.receive_datagram(data, A, now)  # A: the server's address
+        for data, _, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, B, now)
+        received += [m.payload for m in messages(server)]
+        answer = server.peers[B]
+        if reliable:
+            server.queue(answer, b"re " + payload, now)
+        else:
+            server.send(answer, [b"re " + payload], now)
+        for data, _, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, A, now)
+        replies += [m.payload for m in messages(client)]
+    assert received == [b"m%d" % index for index in range(20)]
+    assert replies == [b"re m%d" % index for index in range(20)]
+    for engine_ in (server, client):
+        stats = engine_.statistics()
+        assert stats.session_changes == 0
+        assert stats.datagrams_stale_session >= 1
+        assert stats.messages_failed == 0
+        assert_accounted(stats)
+    assert server.statistics().peers_opened == 1

@@ -14,6 +14,7 @@ import trio.testing
 
 import trioudp
 from trioudp._frame import encode_message
+from trioudp._peers import RESTART_QUIET
 from trioudp.testing import FakeNetwork
 
 SOAK = bool(os.environ.get("TRIOUDP_SOAK"))
@@ -74,6 +75,73 @@ async def test_spoofed_peer_flood_leaves_established_peers_served(
     assert stats.datagrams_received == stats.datagrams_accounted
     # A known peer costs a few kilobytes; the rest of the flood nothing at all.
     assert peak < max_peers * 8 * 1024 + 8 * 1024 * 1024
+
+
+async def test_a_new_session_per_datagram_from_one_address_costs_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Session churn: one address puts a fresh session id in every datagram
+    (a thousand a second) at a server running serve(). It once made a peer, a
+    handler task and a timer entry per datagram, kept for idle_timeout (2 GB
+    in 40 s). Now a new session replaces the current one only after it has
+    been silent RESTART_QUIET, a retired session is let go at once, and a
+    normal client is served throughout."""
+    seconds = scale(20, 60)
+    per_second = 1000
+    churner = ("10.0.0.9", 4000)
+    network = FakeNetwork()
+    handlers = 0
+    most_handlers = 0
+    baseline = 0
+
+    async def handler(connection: trioudp.Connection) -> None:
+        nonlocal handlers, most_handlers
+        handlers += 1
+        most_handlers = max(most_handlers, handlers)
+        try:
+            async for message in connection:
+                await connection.send(message.payload)
+        finally:
+            handlers -= 1
+
+    tracemalloc.start()
+    try:
+        with network.installed():
+            async with (
+                trioudp.open_udp_server(*SERVER) as server,
+                trio.open_nursery() as nursery,
+            ):
+                await nursery.start(server.serve, handler)
+                async with trioudp.open_udp_connection(
+                    *SERVER, local_address=("10.0.0.2", 6000)
+                ) as client:
+                    session = random.Random(13)
+                    for number in range(seconds * per_second):
+                        frame = encode_message(session.getrandbits(64), 0, b"churn", 1200)[0]
+                        network.inject(frame, churner, SERVER)
+                        if number % per_second == 0:
+                            await client.send(b"still there? %d" % number)
+                            with trio.fail_after(1):
+                                reply = await client.receive()
+                            assert reply.payload == b"still there? %d" % number
+                            if number == per_second:
+                                baseline = tracemalloc.get_traced_memory()[0]
+                        await trio.sleep(1 / per_second)
+                    await trio.testing.wait_all_tasks_blocked()
+                    grown = tracemalloc.get_traced_memory()[0] - baseline
+                    stats = server.statistics()
+                    heap = len(server._engine._timers.heap)
+                nursery.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    # At most one session of the churner's per RESTART_QUIET, and the client's.
+    assert stats.peers_opened <= seconds / RESTART_QUIET + 2
+    assert stats.peers == 2
+    assert most_handlers <= 3
+    assert heap < 200
+    assert grown < 2 * 1024 * 1024
+    assert stats.datagrams_stale_session >= seconds * per_second * 0.99
+    assert stats.datagrams_received == stats.datagrams_accounted
 
 
 async def test_messages_that_never_complete_are_bounded(

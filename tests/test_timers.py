@@ -4,6 +4,7 @@ engine never sleeps past a due timer and never wakes for nothing twice."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 from math import inf
 from typing import Any
@@ -14,6 +15,7 @@ from sansio import ADDRESSES, traffic
 
 from trioudp import Config
 from trioudp._engine import Engine
+from trioudp._peer import Peer
 
 CONFIGS: list[dict[str, Any]] = [
     {"reorder_timeout": 0.02, "reassembly_timeout": 0.1, "idle_timeout": 1.0},
@@ -54,3 +56,27 @@ def test_the_heap_and_the_actions_read_one_table(
         previous = deadline
     else:
         raise AssertionError("timers kept coming for 200 wake-ups")
+
+
+def test_a_forgotten_peer_is_let_go_at_once_not_at_its_last_deadline() -> None:
+    """Peers forgotten by the thousand (each evicted by the next) leave stale
+    entries in the timer heap; these are swept out when half the heap is
+    stale, so the Peers (and all they hold) are freed at once rather than at
+    their idle deadline: session churn once kept millions of them alive."""
+    engine = Engine(Config(max_peers=1), now=0.0)
+    gc.collect()
+    before = _peers_alive()
+    engine.peer_for(("10.0.0.2", 1000), 0.0)
+    for number in range(1, 10_000):
+        engine.peer_for(("10.0.0.2", 1000 + number), number / 1000)
+        engine.events()
+    assert len(engine._timers.heap) < 200
+    gc.collect()
+    assert _peers_alive() - before < 200
+    assert engine.statistics().peers_closed == 9_999
+    engine.handle_timer(10**6)  # the survivor's deadlines still fire
+    assert engine.statistics().peers_closed == 10_000
+
+
+def _peers_alive() -> int:
+    return sum(isinstance(thing, Peer) for thing in gc.get_objects())

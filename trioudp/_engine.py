@@ -23,10 +23,11 @@ application consumed.
 Peers. The engine keeps one ``Peer`` per remote address that has sent it a
 valid frame (any datagram in raw mode), up to ``max_peers``. A peer has a send
 session (our random id towards it and the next sequence number) and receive
-streams. A unicast frame with a new session id means the peer restarted: a
-server closes the old Peer (``PeerClosed``, REPLACED) and opens a new one; a
-client, whose socket is connected to one peer, just starts over with the new
-session. Frames of the previous few sessions are dropped as stale, so a
+streams. A unicast frame with a new session id may mean the peer restarted
+(``PeerTable.restarted`` says when: not while the current session is still
+talking, without a key): a server closes the old Peer (``PeerClosed``,
+REPLACED) and opens a new one; a client, whose socket is connected to one
+peer, just starts over with the new session. Frames of the previous few sessions are dropped as stale, so a
 restart is never undone by reordering. Our own GROUP frames, looped back, are
 recognised by session id and dropped.
 
@@ -153,8 +154,8 @@ class Engine:
             delivery=self._delivery,
             emit=self._events_append,
             arm=self.arm,
+            disarm=self._timers.disarm,
         )
-        self._reception.older = self._table.older
         #: The known peers by address (a client's one peer, a server's many).
         self.peers = self._table.peers
         self.client_peer: Peer | None = None
@@ -209,26 +210,28 @@ class Engine:
             counters = self._own if peer is None else peer.counters
             self._refuse(counters, size, DropReason.OWN)  # looped back to us
             return
-        if peer is None or (
-            not group
-            and (stream := peer.unicast) is not None
-            and stream.session != session
-            and table.restarted(peer, session)
-        ):
-            peer = table.reopen(peer, address, now)
+        parts = frame.parts
+        if peer is None:
+            peer = table.open(address, now)
             if peer is None:
                 self._over_max_peers(size)
                 return
-        parts = frame.parts
+        elif not group and (stream := peer.unicast) is not None and stream.session != session:
+            if not table.restarted(peer, stream, session, now):
+                self._refuse(peer.counters, size, DropReason.STALE_SESSION, parts=len(parts))
+                return
+            if not self.connected:  # a client's peer starts over in Reception.stream
+                peer = table.reopen(peer, address, now)
+                if peer is None:
+                    self._over_max_peers(size)
+                    return
         counters = peer.counters
         # Each message of a bundle counts as a datagram in the outcomes.
         counters.datagrams_received += len(parts) or 1
         counters.bytes_received += size
-        peer.last_activity = peer.heard = now
-        if peer.state is not ConnectionState.ESTABLISHED:
-            self.heard(peer, now)
         reception = self._reception
         if frame.fragment_count == 1 and self._fast and reception.in_order(peer, frame, now):
+            self._alive(peer, now)
             return
         first = frame.oldest if self.reliable else frame.sequence
         stream = reception.stream(peer, group, session, first, now)
@@ -236,11 +239,14 @@ class Engine:
             if parts:
                 counters.datagrams_stale_session += len(parts) - 1
             return
+        # Only a frame of a session still accepted keeps the peer alive (a
+        # stream of stale ones would keep a restarted peer out for good).
+        stream.last_activity = now
+        self._alive(peer, now)
         if stream.acks is not None:
             taken = reception.reliable_data(peer, stream, frame, now)
             self._control.acknowledge(peer, frame.packet, taken, now)
             return
-        stream.last_activity = now
         if not parts:
             fragment = frame if frame.fragment_count > 1 else None
             reception.message(
@@ -291,15 +297,28 @@ class Engine:
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
 
+    def _alive(self, peer: Peer, now: float) -> None:
+        """A frame of ``peer``'s current session came."""
+        peer.last_activity = peer.heard = now
+        if peer.state is not ConnectionState.ESTABLISHED:
+            self.heard(peer, now)
+
     def _refuse(
-        self, counters: Counters, size: int, reason: DropReason, why: str = "", *args: object
+        self,
+        counters: Counters,
+        size: int,
+        reason: DropReason,
+        why: str = "",
+        *args: object,
+        parts: int = 0,
     ) -> None:
-        """Count a datagram dropped before any stream saw it (``counters``: its
-        peer's, or the endpoint's own if it has none) and say ``why`` at DEBUG
-        (nothing: a normal event, only counted)."""
-        counters.datagrams_received += 1
+        """Count a datagram (a bundle of ``parts`` messages: as many) dropped
+        before any stream saw it (``counters``: its peer's, or the endpoint's
+        own if it has none) and say ``why`` at DEBUG (nothing: a normal event,
+        only counted)."""
+        counters.datagrams_received += parts or 1
         counters.bytes_received += size
-        counters.drop(reason)
+        counters.drop(reason, parts or 1)
         if why and logger.isEnabledFor(logging.DEBUG):
             logger.debug("dropped a %d-byte datagram " + why, size, *args)
 

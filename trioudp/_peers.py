@@ -4,9 +4,9 @@ One Peer per remote address that has sent a valid frame (any datagram in raw
 mode), up to ``max_peers``; datagrams from further new addresses are dropped
 (counted) until one leaves, but the application sending to a new address
 makes room by forgetting the least recently active peer. A unicast frame with
-a new session id means a server's peer restarted: the old Peer is closed
-(REPLACED) and a new one opened that remembers the last few session ids as
-stale. Group destinations (multicast groups, broadcast addresses) have send
+a new session id may mean the peer restarted (``restarted`` says when): a
+server's old Peer is closed (REPLACED) and a new one opened that remembers the
+last few session ids as stale. Group destinations (multicast groups, broadcast addresses) have send
 state of their own, outside the table.
 """
 
@@ -31,7 +31,11 @@ if TYPE_CHECKING:
     from ._delivery import Delivery
     from ._events import Event
     from ._message import Address
-    from ._receiving import Reception
+    from ._receiving import Reception, Stream
+
+#: Without a key, a peer's new session replaces its current one only after the
+#: current one has been silent this long (seconds; see PeerTable.restarted).
+RESTART_QUIET = 1.0
 
 #: Counters an endpoint keeps itself rather than summing its peers': delivery
 #: and overflow are counted when a message enters or leaves a queue, possibly
@@ -61,6 +65,7 @@ class PeerTable:
         delivery: Delivery,
         emit: Callable[[Event], None],
         arm: Callable[[Peer], None],
+        disarm: Callable[[Peer], None],
     ) -> None:
         self._config = config
         self._client = client
@@ -70,6 +75,7 @@ class PeerTable:
         self._delivery = delivery
         self._emit = emit
         self._arm = arm
+        self._disarm = disarm
         self.random = random.Random()
         self.peers: dict[Address, Peer] = {}
         #: Send state for group destinations (multicast groups, broadcast addresses).
@@ -117,6 +123,7 @@ class PeerTable:
             sender.fail(reason)
         peer.state = ConnectionState.CLOSED
         peer.keepalive_at = inf
+        self._disarm(peer)
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
         self.own_sessions.discard(peer.send_session)
@@ -126,16 +133,22 @@ class PeerTable:
             self._delivery.end(peer.queue, now)
         self._emit(PeerClosed(peer, reason))
 
-    def restarted(self, peer: Peer, session: int) -> bool:
-        """Whether a unicast frame of ``session`` means a server's peer restarted."""
-        stream = peer.unicast
-        return (
-            not self._client
-            and stream is not None
-            and session != stream.session
-            and session not in peer.retired
-            and not self.older(session, stream.session)
-        )
+    def restarted(self, peer: Peer, stream: Stream, session: int, now: float) -> bool:
+        """Whether a unicast frame of ``session``, not the current ``stream``'s,
+        means ``peer`` restarted (False: the frame is dropped as stale).
+
+        An earlier session (remembered, or with a key older by its clock) never
+        comes back. With a key, a newer authenticated session replaces the
+        current one at once. Without one, anyone who can put the peer's address
+        on a datagram can make a session up, so a new one replaces the current
+        one only once that has gone quiet for RESTART_QUIET: one spoofed
+        datagram cannot silence a peer that is talking, and a sender of a fresh
+        session in every datagram gets at most one session per RESTART_QUIET."""
+        if session in peer.retired or self.older(session, stream.session):
+            return False
+        if self._key is not None:
+            return True
+        return now - stream.last_activity >= RESTART_QUIET
 
     def older(self, session: int, current: int) -> bool:
         """With a key, session ids start with the second they were made (see

@@ -46,7 +46,8 @@ class DropReason(enum.Enum):
     MALFORMED = "datagrams_malformed"
     """Not a valid frame."""
     STALE_SESSION = "datagrams_stale_session"
-    """From a peer's earlier session, after it restarted."""
+    """From a session other than the peer's current one: an earlier one, after it
+    restarted, or a new one while the current one still talks (see docs/protocol.md)."""
     REASSEMBLY_EXPIRED = "datagrams_reassembly_expired"
     """A fragment of a message that never completed in time."""
     OVER_LIMIT = "datagrams_over_limit"

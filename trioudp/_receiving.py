@@ -123,9 +123,6 @@ class Reception:
         self.topics: frozenset[bytes] | None = None
         #: Messages released by a window, on their way to the delivery queues.
         self._out: list[Message] = []
-        #: Whether session ``a`` is known to be older than ``b`` (the peer table's
-        #: rule, set by the engine).
-        self.older: Callable[[int, int], bool] = lambda a, b: False
 
     # -- streams ---------------------------------------------------------------------
 
@@ -153,12 +150,10 @@ class Reception:
             return stream
         stream = peer.unicast
         if stream is None or stream.session != session:
-            if session in peer.retired or (
-                stream is not None and self.older(session, stream.session)
-            ):
+            if session in peer.retired:
                 peer.counters.datagrams_stale_session += 1
                 return None
-            if stream is not None:  # a client's peer restarted
+            if stream is not None:  # a client's peer restarted (the engine checked)
                 self.end_stream(peer, stream, stale=True)
                 peer.retired = retire(peer.retired, stream.session)
                 peer.counters.session_changes += 1

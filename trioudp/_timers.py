@@ -4,7 +4,8 @@
 same list tells the heap when to wake (its earliest deadline) and tells
 ``Engine.handle_timer`` which actions are due, so the two can never disagree.
 Each peer has at most one live entry in a heap of deadlines; entries that no
-longer match are skipped when they come up. So ``next_deadline`` is O(1) and
+longer match are skipped when they come up, and swept out when half the heap
+is stale. So ``next_deadline`` is O(1) and
 a busy peer costs no heap work per datagram.
 """
 
@@ -56,6 +57,8 @@ class Timers:
         #: (deadline, tiebreak, peer): the engine's next wake-up is at its front.
         self.heap: list[tuple[float, int, Peer]] = []
         self._tiebreak = count()
+        #: Entries known to be stale (re-armed earlier, or the peer is gone).
+        self._stale = 0
 
     def table(self, peer: Peer, ready: Container[Peer]) -> list[Entry]:
         """Every timer ``peer`` has now (``ready``: peers whose output is
@@ -89,8 +92,31 @@ class Timers:
         """Make sure the heap wakes the engine by ``peer``'s earliest deadline."""
         deadline = min((entry[0] for entry in self.table(peer, ready)), default=inf)
         if deadline < peer.timer_at:
+            if peer.timer_at < inf:
+                self.dropped()
             peer.timer_at = deadline
             heapq.heappush(self.heap, (deadline, next(self._tiebreak), peer))
+
+    def disarm(self, peer: Peer) -> None:
+        """``peer`` is gone: its entry, if it has one, is stale."""
+        if peer.timer_at < inf:
+            peer.timer_at = inf
+            self.dropped()
+
+    def dropped(self) -> None:
+        """An entry went stale (its peer re-armed earlier, or is gone). When
+        half the heap is stale it is rebuilt without them, so that a peer
+        forgotten (a session retired, say) is let go at once, not when its
+        last deadline comes: a sender of a new session per datagram once kept
+        millions of dead peers alive that way."""
+        self._stale += 1
+        heap = self.heap
+        if self._stale > 64 and self._stale * 2 > len(heap):
+            heap[:] = [
+                entry for entry in heap if not entry[2].closed and entry[0] == entry[2].timer_at
+            ]
+            heapq.heapify(heap)
+            self._stale = 0
 
     def next_deadline(self) -> float:
         return self.heap[0][0] if self.heap else inf
