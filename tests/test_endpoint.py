@@ -143,6 +143,49 @@ async def test_closing_the_server_cancels_the_handlers_and_ends_serve() -> None:
     assert cancelled == [True]
 
 
+async def test_serve_runs_at_most_max_peers_handlers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Handlers that go on after their peer is gone (idle, restarted) once
+    piled up without bound. A handler for a new peer now cancels those, oldest
+    first, so that no more than max_peers run; live peers' handlers are never
+    touched."""
+    running = 0
+    most = 0
+    cancelled = 0
+
+    async def handler(connection: trioudp.Connection) -> None:
+        nonlocal running, most, cancelled
+        running += 1
+        most = max(most, running)
+        try:
+            await connection.receive()
+            await trio.sleep_forever()  # on and on, whatever becomes of the peer
+        except trio.Cancelled:
+            cancelled += 1
+            raise
+        finally:
+            running -= 1
+
+    with FakeNetwork().installed():
+        async with (
+            trioudp.open_udp_server("10.0.0.1", 5000, max_peers=3, idle_timeout=1) as server,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(server.serve, handler)
+            for number in range(10):
+                address = ("10.0.0.2", 6000 + number)
+                async with trioudp.open_udp_connection(
+                    "10.0.0.1", 5000, local_address=address
+                ) as client:
+                    await client.send(b"hello")
+                    await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(2)  # its peer goes idle: forgotten
+            assert most == 3
+            assert cancelled == 7
+            nursery.cancel_scope.cancel()
+
+
 async def test_raw_mode_talks_to_plain_sockets() -> None:
     async with trioudp.open_udp_server(LOCAL, 0, framing=False) as server:
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:

@@ -150,6 +150,11 @@ class Endpoint:
         self._serving: (
             tuple[trio.Nursery, Callable[..., Awaitable[object]], tuple[Any, ...]] | None
         ) = None
+        #: The cancel scope of each serve() handler, oldest first; how many run
+        #: (a new one waits while max_peers do); set when one returns.
+        self._handlers: dict[Connection, trio.CancelScope] = {}
+        self._running = 0
+        self._handler_returned = trio.Event()
         self.subscriptions = topics
         peer = self._engine.client_peer
         if peer is not None:
@@ -303,26 +308,51 @@ class Endpoint:
         return taken
 
     def _start_handler(self, connection: Connection) -> None:
+        """A handler for a new peer. serve() runs at most max_peers: the peers
+        are at most that many, and handlers still running for peers already
+        gone (restarted, idle) are cancelled, oldest first, to make room."""
         assert self._serving is not None
         nursery, handler, args = self._serving
+        handlers = self._handlers
+        limit = self._config.max_peers
+        if len(handlers) >= limit:
+            live = sum(not each.cancel_called for each in handlers.values())
+            for running, scope in handlers.items():
+                if live < limit:
+                    break
+                if running.ended is not None and not scope.cancel_called:
+                    scope.cancel()
+                    live -= 1
         connection._inbox()
-        nursery.start_soon(self._run_handler, handler, connection, args)
+        scope = handlers[connection] = trio.CancelScope()
+        nursery.start_soon(self._run_handler, handler, connection, args, scope)
 
     async def _run_handler(
         self,
         handler: Callable[..., Awaitable[object]],
         connection: Connection,
         args: tuple[Any, ...],
+        scope: trio.CancelScope,
     ) -> None:
         try:
-            await handler(connection, *args)
-            if self._config.reliable and not connection._closed:
-                # What the handler sent is delivered before its peer is forgotten;
-                # a peer gone meanwhile is counted (messages_failed), and must not
-                # end serve() for everyone else.
-                with suppress(PeerLostError):
-                    await connection.flush()
+            with scope:
+                while self._running >= self._config.max_peers:
+                    await self._handler_returned.wait()  # a cancelled one is leaving
+                self._running += 1
+                try:
+                    await handler(connection, *args)
+                finally:
+                    self._running -= 1
+                    self._handler_returned.set()
+                    self._handler_returned = trio.Event()
+                if self._config.reliable and not connection._closed:
+                    # What the handler sent is delivered before its peer is
+                    # forgotten; a peer gone meanwhile is counted
+                    # (messages_failed), and must not end serve() for the rest.
+                    with suppress(PeerLostError):
+                        await connection.flush()
         finally:
+            del self._handlers[connection]
             if not self._closed:
                 self._engine.close_peer(connection._peer, trio.current_time())
                 self._after_engine()
@@ -565,6 +595,10 @@ class Serving(Endpoint, Receiving):
         ``serve()`` (and the other handlers) and propagates from it; a lone one
         is raised as itself. Closing the server (``aclose()``, from any task)
         cancels the handlers and ends ``serve()`` with ``trio.ClosedResourceError``.
+
+        No more than ``max_peers`` handlers run at once: a handler still
+        running for a peer that is gone (idle, restarted) is cancelled, oldest
+        first, when a new peer needs its place.
         """
         if self._serving is not None:
             raise trio.BusyResourceError("serve() is already running on this server")
