@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sansio import A, messages, outgoing
+from sansio import A, B, messages, outgoing
 
 from trioudp import Config
 from trioudp._budget import Budget
@@ -14,9 +14,11 @@ from trioudp._frame import (
     decode_ack_untrusted,
     decode_frame_untrusted,
     encode_control,
+    encode_plain,
     encode_reliable,
     sealer,
 )
+from trioudp._peer import Peer
 from trioudp._reliable import (
     INITIAL_WINDOW,
     MINIMUM_WINDOW,
@@ -356,3 +358,60 @@ def test_messages_after_a_gap_always_leave_room_for_the_next_one() -> None:
         e.receive_datagram(datagram, A, 0.01)
     assert [len(m.payload) for m in messages(e)] == [size]  # message 0, whole
     assert e.statistics().bytes_buffered <= Config().peer_buffer_bytes
+
+
+def _run(engine: Engine, until: float, address: tuple[str, int]) -> int:
+    """Fire the engine's timers until ``until``; the bytes it sent to ``address``."""
+    sent = 0
+    while (deadline := engine.next_deadline()) <= until:
+        engine.handle_timer(deadline)
+        sent += sum(
+            len(data) for data, to, _ in engine.datagrams_to_send(deadline) if to == address
+        )
+    return sent
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["crc", "keyed"])
+@pytest.mark.parametrize("size", [1, 600, 5000])
+def test_a_reply_to_an_address_that_never_answers_goes_out_within_three_times(
+    key: bytes | None, size: int
+) -> None:
+    """A reliable request from an address that never acknowledges anything (a
+    spoofed one): the reply went out 16-17 times, 16-17x the bytes received.
+    Now everything sent to the address (the reply's first transmission, its
+    retransmissions and probes, ACKs) is held to 3x what came from it, but for
+    the first transmission itself; the reply fails at give_up_timeout."""
+    config = Config(reliable=True, give_up_timeout=30.0)
+    server = Engine(config, now=0.0, key=key)
+    request = _frames_from_a_client(config, b"q" * size, key)
+    for data in request:
+        server.receive_datagram(data, A, 0.0)
+    (message,) = messages(server)
+    assert isinstance(message._origin, Peer)
+    server.queue(message._origin, b"r" * size, 0.0)
+    first = sum(len(data) for data, _, _ in server.datagrams_to_send(0.0))
+    sent = first + _run(server, 120.0, A)
+    received = sum(len(data) for data in request)
+    assert sent <= max(3 * received, first)
+    stats = server.statistics()
+    assert stats.messages_failed == 1
+    assert stats.control_suppressed >= 1
+
+
+def test_keepalive_pings_to_an_address_that_never_answers_stay_within_three_times() -> None:
+    """Keepalive PINGs to an address that sent one datagram and went silent
+    reached 4.2x its bytes; they are held to 3x."""
+    server = Engine(Config(keepalive=15.0, idle_timeout=None, dead_timeout=None), now=0.0)
+    frame = encode_plain(7, 0, b"x")
+    server.receive_datagram(frame, A, 0.0)
+    messages(server)
+    sent = _run(server, 3600.0, A)
+    assert 0 < sent <= 3 * len(frame)
+    assert server.statistics().control_suppressed >= 1
+
+
+def _frames_from_a_client(config: Config, payload: bytes, key: bytes | None) -> list[bytes]:
+    client = Engine(config, now=0.0, connected_to=B, key=key)
+    assert client.client_peer is not None
+    client.queue(client.client_peer, payload, 0.0)
+    return [data for data, _, _ in client.datagrams_to_send(0.0)]

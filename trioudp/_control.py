@@ -8,12 +8,15 @@ reverse), at most once a second per peer and once a second for all unknown
 addresses together, never to a group frame.
 
 The amplification limit (RFC 9000 §8.1). Until the application has sent to an
-address itself (or the address has acknowledged what we sent it), the ACKs
-and REJECTs the engine sends it come to at most three times the bytes it
-received from it: an ACK that does not fit loses ranges, down to none, before
-it is withheld; a REJECT that does not fit is withheld (``control_suppressed``).
-So a spoofed source address cannot turn an endpoint into an amplifier of its
-control frames. Sizes are those of the frames as encoded (with a key, a 16-byte
+address itself (or the address has acknowledged what we sent it), everything
+sent to it comes to at most three times the bytes received from it, but for
+the first transmission of what the application sends (its own choice): ACKs,
+REJECTs and keepalive PINGs here, and the reliable sender's retransmissions
+and probes (``Sender.transmit``). An ACK that does not fit loses ranges, down
+to none, before it is withheld; anything else that does not fit is withheld
+(``control_suppressed``; a reliable fragment waits, and fails at
+``give_up_timeout`` if the address never answers). So a spoofed source address
+cannot turn an endpoint into an amplifier of anything it sends by itself. Sizes are those of the frames as encoded (with a key, a 16-byte
 tag rather than a 4-byte CRC).
 
 In. An ACK goes to the peer's sender (for this peer's session only); a PING is
@@ -195,11 +198,10 @@ class Control:
             peer.counters.acks_sent += 1
 
     def ping(self, peer: Peer, now: float) -> None:
-        """A keepalive PING (a reliable sender makes its own, as a probe)."""
-        self._output.add(
-            peer, self._frame(KIND_PING, peer.send_session, peer.send_sequence, b""), now
-        )
-        peer.counters.pings_sent += 1
+        """A keepalive PING (a reliable sender makes its own, as a probe),
+        within the amplification limit."""
+        if self.send(peer, self._frame(KIND_PING, peer.send_session, peer.send_sequence, b""), now):
+            peer.counters.pings_sent += 1
 
     def reject(self, peer: Peer | None, frame: Frame, address: Address, now: float) -> None:
         """A reliable frame at an unreliable endpoint, or the reverse: answered

@@ -631,7 +631,9 @@ class Engine:
                 control.ping(peer, now)
         if sender is not None:
             out: list[tuple[bytes, int | None]] = []
-            sender.transmit(now, out)
+            spent = sender.transmit(now, out, control.room(peer))
+            if not peer.validated:
+                peer.control_bytes += spent
             add = self._output.add
             for datagram, priority in out:
                 add(peer, datagram, now, priority)

@@ -300,11 +300,16 @@ class Sender:
 
     # -- output -------------------------------------------------------------------
 
-    def transmit(self, now: float, out: list[Datagram]) -> None:
+    def transmit(self, now: float, out: list[Datagram], room: float = inf) -> int:
         """Append what may be sent now: probes, lost fragments, then new ones,
-        while the congestion window and the receiver's window allow."""
+        while the congestion window and the receiver's window allow. What it
+        sends again or by itself (a lost fragment, a probe) must fit in
+        ``room`` bytes with what it sent before it (the amplification limit
+        towards an address not validated yet); what does not waits, counted
+        as ``control_suppressed``. Gives the bytes appended."""
         if self.failure is not None:
-            return
+            return 0
+        spent = 0
         retransmit, unsent = self._retransmit, self._unsent
         while True:
             if retransmit:
@@ -324,18 +329,29 @@ class Sender:
                 break
             queue = retransmit if again else unsent
             queue.popleft()
+            if queue and fragment.fragment is None:
+                fragments = self._bundle(fragment, queue, again)
+            else:
+                fragments = (fragment,)
+            size = self._send(fragments, now, out, room - spent if again else inf)
+            if size is None:
+                queue.extendleft(reversed(fragments))  # waits for room
+                self._counters.control_suppressed += 1
+                break
+            spent += size
             self._probes -= 1
             if again:
                 self._counters.datagrams_retransmitted += 1
-            if queue and fragment.fragment is None:
-                self._send(self._bundle(fragment, queue, again), now, out)
-            else:
-                self._send((fragment,), now, out)
         if self._ping_due:
             self._ping_due = False
             self._probes = 0
-            self._send((), now, out)
+            size = self._send((), now, out, room - spent)
+            if size is None:
+                self._counters.control_suppressed += 1
+            else:
+                spent += size
         self._probes = 0
+        return spent
 
     def _bundle(
         self, first: _Fragment, queue: deque[_Fragment], again: bool
@@ -370,9 +386,12 @@ class Sender:
     def _bundle_room(self, topic: bytes) -> int:
         return self._max_datagram_size - frame_overhead(topic=topic, key=self._key, reliable=True)
 
-    def _send(self, fragments: tuple[_Fragment, ...], now: float, out: list[Datagram]) -> None:
+    def _send(
+        self, fragments: tuple[_Fragment, ...], now: float, out: list[Datagram], room: float
+    ) -> int | None:
+        """Send ``fragments`` in one datagram (none: a PING), if it fits in
+        ``room`` bytes; its size, or None (nothing changed) if it does not."""
         packet = self._next_packet
-        self._next_packet += 1
         if not fragments:
             datagram = encode_control(
                 KIND_PING,
@@ -382,6 +401,9 @@ class Sender:
                 self._seal,
                 authenticated=self._key is not None,
             )
+            if len(datagram) > room:
+                return None
+            self._next_packet += 1
             out.append((datagram, None))
             self._counters.pings_sent += 1
         else:
@@ -399,6 +421,9 @@ class Sender:
                 authenticated=self._key is not None,
                 bundled=bundled,
             )
+            if len(datagram) > room:
+                return None
+            self._next_packet += 1
             for fragment in fragments:
                 fragment.latest = packet
                 fragment.sent_as.append(packet)
@@ -408,6 +433,7 @@ class Sender:
         self._last_eliciting = now
         if self._waiting_since is None:
             self._waiting_since = now
+        return len(datagram)
 
     def ping(self) -> None:
         """Send a PING with the next transmission (a keepalive)."""

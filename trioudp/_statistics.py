@@ -195,9 +195,11 @@ class PeerStatistics:
     pings_sent: int
     """PINGs sent: keepalives, and probes while the peer's window is closed."""
     control_suppressed: int
-    """Acknowledgements or REJECTs not sent because they would have made this
-    endpoint send more than three times the bytes the peer sent it (RFC 9000
-    §8.1, against spoofed addresses), or sooner than one REJECT a second."""
+    """Datagrams the engine would have sent by itself (ACKs, REJECTs, PINGs,
+    reliable retransmissions and probes) that were withheld because they would
+    have made this endpoint send more than three times the bytes the peer sent
+    it before it was validated (RFC 9000 §8.1, against spoofed addresses), or
+    REJECTs sooner than one a second."""
     messages_unacknowledged: int = 0
     """Reliable messages queued or in flight, not yet acknowledged."""
     bytes_in_flight: int = 0
