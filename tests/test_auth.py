@@ -12,7 +12,16 @@ from sansio import messages
 import trioudp
 from trioudp import Config
 from trioudp._engine import Engine, keyed_session_id
-from trioudp._frame import TAG_SIZE, BadFrame, decode_frame_untrusted, encode_message
+from trioudp._events import PeerMoved
+from trioudp._frame import (
+    KIND_PING,
+    TAG_SIZE,
+    BadFrame,
+    decode_frame_untrusted,
+    encode_control,
+    encode_message,
+    sealer,
+)
 from trioudp._reasons import DropReason
 from trioudp.testing import FakeNetwork
 
@@ -193,3 +202,136 @@ def test_a_peer_whose_clock_went_back_is_served_again_within_idle_timeout() -> N
     assert refused == [[]] * 29
     assert send(behind, b"served", 31.0) == [b"served"]
     assert server.statistics().datagrams_stale_session == 29
+
+
+ALICE = A
+BOB = ("10.0.0.3", 6000)
+MALLORY = ("10.0.0.66", 6666)
+
+
+def _client(reliable: bool = False, started: float = 1_000_000.0) -> Engine:
+    """A keyed client whose session was made at the wall-clock second ``started``."""
+    return Engine(
+        Config(reliable=reliable),
+        now=0.0,
+        connected_to=SERVER,
+        key=KEY,
+        new_session_id=lambda: keyed_session_id(started),
+    )
+
+
+def _say(client: Engine, payload: bytes, now: float = 0.0) -> list[bytes]:
+    """What ``client`` puts on the wire with one message (captured)."""
+    assert client.client_peer is not None
+    if client.config.reliable:
+        client.queue(client.client_peer, payload, now)
+    else:
+        client.send(client.client_peer, [payload], now)
+    return [data for data, _, _ in client.datagrams_to_send(now)]
+
+
+def _deliver(server: Engine, datagrams: list[bytes], source: tuple[str, int]) -> list[bytes]:
+    for data in datagrams:
+        server.receive_datagram(data, source, 0.0)
+    return [message.payload for message in messages(server)]
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+def test_keyed_frames_played_back_from_another_address_are_duplicates(reliable: bool) -> None:
+    """Frames captured from a client and sent again from another address were
+    all delivered, and answered there. A keyed session is known by its id
+    wherever it comes from: a frame received before is a duplicate, opens no
+    peer, and nothing is sent to the new address."""
+    server = Engine(Config(reliable=reliable), now=0.0, key=KEY)
+    alice = _client(reliable)
+    captured = _say(alice, b"pay 10")
+    assert _deliver(server, captured, ALICE) == [b"pay 10"]
+    server.datagrams_to_send(0.0)
+    assert _deliver(server, captured, MALLORY) == []
+    assert MALLORY not in server.peers
+    assert all(to != MALLORY for _, to, _ in server.datagrams_to_send(0.0))
+    stats = server.statistics()
+    assert stats.datagrams_duplicate == len(captured)
+    assert stats.peers_opened == 1
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+def test_a_keyed_session_follows_its_client_to_a_new_address(reliable: bool) -> None:
+    """NAT rebinding: a fresh frame of a known keyed session from a new address
+    moves the peer there (PeerMoved), its connection and state with it."""
+    server = Engine(Config(reliable=reliable), now=0.0, key=KEY)
+    alice = _client(reliable)
+    assert _deliver(server, _say(alice, b"one"), ALICE) == [b"one"]
+    peer = server.peers[ALICE]
+    server.events()
+    assert _deliver(server, _say(alice, b"two"), BOB) == [b"two"]  # her NAT's new port
+    assert server.peers == {BOB: peer}
+    assert peer.address == BOB
+    (moved,) = [event for event in server.events() if isinstance(event, PeerMoved)]
+    assert moved.before == ALICE
+    assert server.statistics().peers_opened == 1
+
+
+def test_a_fresh_frame_of_another_peers_session_cannot_take_an_address() -> None:
+    """With a key, a frame of Bob's session played back from Alice's address
+    once replaced Alice's session there (it was newer). Now a frame seen
+    before is a duplicate, and a fresh one is refused while Alice is there."""
+    server = Engine(Config(), now=0.0, key=KEY)
+    alice, bob = _client(), _client(started=1_000_010.0)  # Bob's session is the newer
+    assert _deliver(server, _say(alice, b"alice 1"), ALICE) == [b"alice 1"]
+    seen = _say(bob, b"bob 1")
+    assert _deliver(server, seen, BOB) == [b"bob 1"]
+    withheld = _say(bob, b"bob 2")  # captured on the way, not let through
+    assert _deliver(server, seen + withheld, ALICE) == []
+    assert _deliver(server, _say(alice, b"alice 2"), ALICE) == [b"alice 2"]
+    assert server.peers[ALICE].statistics().session_changes == 0
+    assert server.statistics().peers_opened == 2
+
+
+@pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
+def test_an_endpoints_own_frames_reflected_to_it_are_refused(reliable: bool) -> None:
+    """A keyed frame is valid whoever sends it: the server's own reply, sent
+    back to it, was delivered as a message from a client. A frame bearing one
+    of an endpoint's own session ids is its own, reflected: dropped."""
+    server = Engine(Config(reliable=reliable), now=0.0, key=KEY)
+    alice = _client(reliable)
+    assert _deliver(server, _say(alice, b"hello"), ALICE) == [b"hello"]
+    peer = server.peers[ALICE]
+    if reliable:
+        server.queue(peer, b"reply", 0.0)
+    else:
+        server.send(peer, [b"reply"], 0.0)
+    reply = [data for data, _, _ in server.datagrams_to_send(0.0)]
+    assert _deliver(server, reply, ALICE) == []
+    assert _deliver(server, reply, MALLORY) == []
+    assert MALLORY not in server.peers
+    assert server.statistics().datagrams_own >= len(reply)
+    for data in _say(alice, b"again"):  # and the client's to itself
+        alice.receive_datagram(data, SERVER, 0.0)
+    assert messages(alice) == []
+    # A PING of ours, reflected, opens no peer and is not answered.
+    ping = encode_control(KIND_PING, peer.send_session, 0, b"", sealer(KEY), authenticated=True)
+    server.receive_datagram(ping, MALLORY, 0.0)
+    assert MALLORY not in server.peers
+    assert server.datagrams_to_send(0.0) == []
+
+
+async def test_a_moved_keyed_peer_keeps_its_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The shell follows a PeerMoved: the same Connection, now at the new
+    address, and replies go there."""
+    network = FakeNetwork()
+    alice = _client()
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, key=KEY) as server:
+            for data in _say(alice, b"from home"):
+                network.inject(data, ALICE, SERVER)
+            assert (await server.receive()).payload == b"from home"
+            connection = server.connections[ALICE]
+            for data in _say(alice, b"from the train"):
+                network.inject(data, BOB, SERVER)
+            message = await server.receive()
+            assert (message.payload, message.address) == (b"from the train", BOB)
+            assert server.connections == {BOB: connection}
+            assert connection.address == BOB

@@ -20,9 +20,13 @@ from trioudp._peer import Peer
 from trioudp._peers import RESTART_QUIET
 from trioudp._statistics import COUNTERS, OUTCOMES, PeerStatistics
 
+#: Session ids for the engines of these tests: one series, so that no two
+#: engines share one (a frame bearing one of an engine's own is refused).
+_SESSIONS = itertools.count(1000)
+
 
 def engine(**options: object) -> Engine:
-    return Engine(Config(**options), now=0.0, new_session_id=itertools.count(1000).__next__)  # type: ignore[arg-type]
+    return Engine(Config(**options), now=0.0, new_session_id=_SESSIONS.__next__)  # type: ignore[arg-type]
 
 
 def stream(

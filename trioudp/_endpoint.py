@@ -41,6 +41,7 @@ from ._events import (
     Event,
     MessagesWaiting,
     PeerClosed,
+    PeerMoved,
     PeerOpened,
     SendProgress,
     StateChanged,
@@ -276,6 +277,11 @@ class Endpoint:
                 case StateChanged(peer=peer, state=state):
                     if isinstance(peer.handle, Connection):
                         peer.handle._set_state(state)
+                case PeerMoved(peer=peer, before=before):
+                    if isinstance(peer.handle, Connection):
+                        if self._connections.get(before) is peer.handle:
+                            del self._connections[before]
+                        self._connections[peer.address] = peer.handle
                 case PeerClosed(peer=peer, reason=reason):
                     if isinstance(peer.handle, Connection):
                         peer.handle._end(reason)

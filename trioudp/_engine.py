@@ -27,9 +27,13 @@ streams. A unicast frame with a new session id may mean the peer restarted
 (``PeerTable.restarted`` says when: not while the current session is still
 talking, without a key): a server closes the old Peer (``PeerClosed``,
 REPLACED) and opens a new one; a client, whose socket is connected to one
-peer, just starts over with the new session. Frames of the previous few sessions are dropped as stale, so a
-restart is never undone by reordering. Our own GROUP frames, looped back, are
-recognised by session id and dropped.
+peer, just starts over with the new session. Frames of the previous few
+sessions are dropped as stale, so a restart is never undone by reordering.
+Our own frames (group sends looped back, or any frame of ours reflected to
+us) are recognised by session id and dropped. With a key, a peer is known by
+its session wherever it comes from: a frame received before is a duplicate
+from any address, and a fresh one from a new address moves the peer there
+(``PeerMoved``).
 
 Topics. With a subscription set, a frame whose topic is not in it is dropped
 before its payload is copied; its sequence number still counts as received,
@@ -206,12 +210,24 @@ class Engine:
         session = frame.session
         group = frame.group
         table = self._table
-        if group and session in table.own_sessions:
+        if session in table.own_sessions:
+            # Our own frame: a group send looped back, or a frame of ours
+            # reflected to us (valid as ever with a key, but not from a peer).
             counters = self._own if peer is None else peer.counters
-            self._refuse(counters, size, DropReason.OWN)  # looped back to us
+            self._refuse(counters, size, DropReason.OWN)
             return
         parts = frame.parts
-        if peer is None:
+        if (
+            self.key is not None
+            and not group
+            and (peer is None or peer.unicast is None or peer.unicast.session != session)
+            and (owner := table.by_session.get(session)) is not None
+        ):
+            # A keyed session known at another address.
+            peer = self._moved(owner, peer, frame, address, size)
+            if peer is None:
+                return
+        elif peer is None:
             peer = table.open(address, now)
             if peer is None:
                 self._over_max_peers(size)
@@ -239,6 +255,8 @@ class Engine:
             if parts:
                 counters.datagrams_stale_session += len(parts) - 1
             return
+        if self.key is not None and not group and table.by_session.get(session) is not peer:
+            table.known(peer)
         # Only a frame of a session still accepted keeps the peer alive (a
         # stream of stale ones would keep a restarted peer out for good).
         stream.last_activity = now
@@ -283,7 +301,12 @@ class Engine:
     def _control_frame(
         self, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
     ) -> None:
-        """An ACK, PING or REJECT frame. A PING from a new address opens a peer."""
+        """An ACK, PING or REJECT frame. A PING from a new address opens a peer;
+        a PING of one of our own sessions is ours, reflected."""
+        if frame.kind == KIND_PING and frame.session in self._table.own_sessions:
+            counters = self._own if peer is None else peer.counters
+            self._refuse(counters, size, DropReason.OWN)
+            return
         if peer is None and frame.kind == KIND_PING:
             peer = self._table.open(address, now)
             if peer is None:
@@ -296,6 +319,26 @@ class Engine:
         counters.datagrams_received += 1
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
+
+    def _moved(
+        self, owner: Peer, peer: Peer | None, frame: Frame, address: Address, size: int
+    ) -> Peer | None:
+        """A keyed frame of ``owner``'s session from another ``address``. A frame
+        received before is a duplicate wherever it comes from (a recording
+        played back); a fresh one moves the session there (NAT rebinding),
+        unless another peer is there. The peer to go on with (None: dropped)."""
+        stream = owner.unicast
+        assert stream is not None
+        parts = len(frame.parts)
+        if not self._reception.fresh(stream, frame):
+            self._refuse(owner.counters, size, DropReason.DUPLICATE, parts=parts)
+            return None
+        if peer is not None:
+            why = "from %s: a session of another address, and this one has a peer"
+            self._refuse(owner.counters, size, DropReason.STALE_SESSION, why, address, parts=parts)
+            return None
+        self._table.move(owner, address)
+        return owner
 
     def _alive(self, peer: Peer, now: float) -> None:
         """A frame of ``peer``'s current session came."""

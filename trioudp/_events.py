@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 # At run time too, as compiled dataclasses (mypyc) read their annotations.
 from ._delivery import Queue  # noqa: TC001
+from ._message import Address  # noqa: TC001
 from ._peer import Peer  # noqa: TC001
 from ._reasons import LostReason  # noqa: TC001
 from ._state import ConnectionState  # noqa: TC001
@@ -61,18 +62,30 @@ class PeerClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerMoved:
+    """A keyed peer's session came from a new address (NAT rebinding): the
+    peer, its connection and its state are now at ``peer.address``."""
+
+    peer: Peer
+    before: Address
+
+
+@dataclass(frozen=True, slots=True)
 class MessagesWaiting:
     """A queue that was empty has messages (or ended, or closed): wake its readers."""
 
     queue: Queue
 
 
-Event: TypeAlias = PeerOpened | StateChanged | SendProgress | PeerClosed | MessagesWaiting
+Event: TypeAlias = (
+    PeerOpened | StateChanged | SendProgress | PeerClosed | PeerMoved | MessagesWaiting
+)
 
 __all__ = [
     "Event",
     "MessagesWaiting",
     "PeerClosed",
+    "PeerMoved",
     "PeerOpened",
     "SendProgress",
     "StateChanged",

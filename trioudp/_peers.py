@@ -16,7 +16,8 @@ import random
 from math import inf
 from typing import TYPE_CHECKING
 
-from ._events import PeerClosed, PeerOpened
+from ._control import AMPLIFICATION
+from ._events import PeerClosed, PeerMoved, PeerOpened
 from ._peer import Peer
 from ._reasons import LostReason
 from ._receiving import retire
@@ -80,8 +81,12 @@ class PeerTable:
         self.peers: dict[Address, Peer] = {}
         #: Send state for group destinations (multicast groups, broadcast addresses).
         self.destinations: dict[Address, Peer] = {}
-        #: Session ids of our own GROUP sends, to recognise them looped back.
+        #: Session ids of our own sends (to peers and groups), to recognise our
+        #: own frames looped back or reflected to us.
         self.own_sessions: set[int] = set()
+        #: With a key: each peer by its unicast session, which is known wherever
+        #: it comes from (a peer that moved address, or a recording played back).
+        self.by_session: dict[int, Peer] = {}
         #: Counters of peers already forgotten.
         self.retired = Counters()
         self.opened = 0
@@ -96,6 +101,7 @@ class PeerTable:
         peer = Peer(address, self._new_session_id(), now)
         self.schedule_keepalive(peer)
         self.peers[address] = peer
+        self.own_sessions.add(peer.send_session)
         self.opened += 1
         if self.claim_new_peers:
             self._delivery.claim(peer)
@@ -113,6 +119,8 @@ class PeerTable:
         for stream in peer.streams():
             stale = reason is LostReason.REPLACED and stream is peer.unicast
             reception.end_stream(peer, stream, stale=stale)
+        if peer.unicast is not None and self.by_session.get(peer.unicast.session) is peer:
+            del self.by_session[peer.unicast.session]
         peer.unicast = None
         peer.groups = {}
         peer.closed = True
@@ -170,6 +178,25 @@ class PeerTable:
             fresh.retired = retired
             fresh.counters.session_changes += 1
         return fresh
+
+    def known(self, peer: Peer) -> None:
+        """``peer``'s unicast session is new (with a key: index it)."""
+        stream = peer.unicast
+        if self._key is not None and stream is not None:
+            self.by_session[stream.session] = peer
+
+    def move(self, peer: Peer, address: Address) -> None:
+        """A keyed peer's session came, fresh, from ``address`` (NAT rebinding):
+        the peer moves there, unvalidated (see Control.room): nothing beyond
+        three times what comes from the new address goes to it until it is."""
+        before = peer.address
+        if self.peers.get(before) is peer:
+            del self.peers[before]
+        peer.address = address
+        self.peers[address] = peer
+        peer.validated = False
+        peer.control_bytes = AMPLIFICATION * peer.counters.bytes_received
+        self._emit(PeerMoved(peer, before))
 
     def peer_for(self, address: Address, now: float) -> Peer:
         """The peer to send to at ``address``, made if new (forgetting the least

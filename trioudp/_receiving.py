@@ -163,6 +163,14 @@ class Reception:
                 stream.acks = Acknowledger()
         return stream
 
+    def fresh(self, stream: Stream, frame: Frame) -> bool:
+        """Whether ``frame`` of ``stream``'s session was never received: a
+        reliable one beyond every packet received, another not a duplicate
+        and not late."""
+        if stream.acks is not None:
+            return stream.acks.is_newest(frame.packet)
+        return stream.window.classify(frame.sequence) == NEW
+
     def end_stream(self, peer: Peer, stream: Stream, *, stale: bool) -> None:
         """Settle a stream: whole messages waiting for a gap are delivered, partial
         ones counted (stale for a restart, else expired)."""

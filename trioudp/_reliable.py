@@ -716,6 +716,10 @@ class Acknowledger:
         #: The window limit the last ACK carried (-1: none sent yet).
         self.limit_sent: int = -1
 
+    def is_newest(self, truncated: int) -> bool:
+        """Whether this packet number is beyond every one received."""
+        return expand_packet(truncated, self._largest) > self._largest
+
     def record(self, truncated: int, now: float) -> None:
         """A datagram with this packet number was accepted."""
         packet = expand_packet(truncated, self._largest)
