@@ -33,6 +33,7 @@ from trioudp._frame import (
     encode_control,
     encode_message,
     encode_reliable,
+    fragment_size,
     sealer,
     sequence_difference,
 )
@@ -297,3 +298,28 @@ def test_protocol_document_vectors_of_every_kind() -> None:
     )
     assert (ping.kind, ping.sequence, bytes(ping.payload)) == (KIND_PING, 6, b"")
     assert (reject.kind, reject.sequence, bytes(reject.payload)) == (KIND_REJECT, 1, b"")
+
+
+@pytest.mark.parametrize(
+    ("key", "reliable", "whole", "chunk"),
+    [
+        (None, False, 1180, 1172),
+        (bytes(range(32)), False, 1168, 1160),
+        (None, True, 1172, 1164),
+        (bytes(range(32)), True, 1160, 1152),
+    ],
+)
+def test_the_sizes_protocol_md_gives_are_the_encoders(
+    key: bytes | None, reliable: bool, whole: int, chunk: int
+) -> None:
+    """docs/protocol.md's sizes for 1200-byte datagrams, per key and reliable
+    mode, and with a topic of n bytes 1 + n less (its formula once left the tag,
+    the reliable field and the topic out: with a key the chunk is 1160)."""
+    document = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert f"{whole} and {chunk}" in " ".join(document.split())
+    for topic in (b"", b"topic"):
+        less = len(topic) + 1 if topic else 0
+        fits = fragment_size(whole - less, 1200, topic=topic, key=key, reliable=reliable)
+        assert fits == whole - less  # whole
+        cut = fragment_size(whole - less + 1, 1200, topic=topic, key=key, reliable=reliable)
+        assert cut == chunk - less
