@@ -22,6 +22,7 @@ from trioudp._frame import (
     encode_message,
     sealer,
 )
+from trioudp._peers import RESTART_QUIET
 from trioudp._reasons import DropReason
 from trioudp.testing import FakeNetwork
 
@@ -230,9 +231,11 @@ def _say(client: Engine, payload: bytes, now: float = 0.0) -> list[bytes]:
     return [data for data, _, _ in client.datagrams_to_send(now)]
 
 
-def _deliver(server: Engine, datagrams: list[bytes], source: tuple[str, int]) -> list[bytes]:
+def _deliver(
+    server: Engine, datagrams: list[bytes], source: tuple[str, int], now: float = 0.0
+) -> list[bytes]:
     for data in datagrams:
-        server.receive_datagram(data, source, 0.0)
+        server.receive_datagram(data, source, now)
     return [message.payload for message in messages(server)]
 
 
@@ -258,13 +261,20 @@ def test_keyed_frames_played_back_from_another_address_are_duplicates(reliable: 
 @pytest.mark.parametrize("reliable", [False, True], ids=["unreliable", "reliable"])
 def test_a_keyed_session_follows_its_client_to_a_new_address(reliable: bool) -> None:
     """NAT rebinding: a fresh frame of a known keyed session from a new address
-    moves the peer there (PeerMoved), its connection and state with it."""
+    moves the peer there (PeerMoved), its connection and state with it, once
+    the old address has been silent RESTART_QUIET (before that it is refused:
+    a session id two clients happen to share, or a relay of fresh frames,
+    leaves the old address talking)."""
     server = Engine(Config(reliable=reliable), now=0.0, key=KEY)
     alice = _client(reliable)
     assert _deliver(server, _say(alice, b"one"), ALICE) == [b"one"]
     peer = server.peers[ALICE]
     server.events()
-    assert _deliver(server, _say(alice, b"two"), BOB) == [b"two"]  # her NAT's new port
+    two = _say(alice, b"two")
+    assert _deliver(server, two, BOB, RESTART_QUIET / 2) == []
+    assert server.peers == {ALICE: peer}
+    later = RESTART_QUIET * 1.5  # her NAT's new port, the old one silent since
+    assert _deliver(server, two, BOB, later) == [b"two"]
     assert server.peers == {BOB: peer}
     assert peer.address == BOB
     (moved,) = [event for event in server.events() if isinstance(event, PeerMoved)]
@@ -329,9 +339,104 @@ async def test_a_moved_keyed_peer_keeps_its_connection(
                 network.inject(data, ALICE, SERVER)
             assert (await server.receive()).payload == b"from home"
             connection = server.connections[ALICE]
+            await trio.sleep(RESTART_QUIET)
             for data in _say(alice, b"from the train"):
                 network.inject(data, BOB, SERVER)
             message = await server.receive()
             assert (message.payload, message.address) == (b"from the train", BOB)
             assert server.connections == {BOB: connection}
             assert connection.address == BOB
+
+
+def test_a_keepalive_ping_from_a_new_address_opens_no_second_peer() -> None:
+    """NAT rebinding of an idle keyed client, whose first datagram from the new
+    address is a keepalive PING: the PING opened a second peer there, and every
+    data frame of the session from it was then refused. Now a PING of a
+    session known elsewhere opens nothing, and the next data frame moves it."""
+    config = Config(keepalive=15.0)
+    server = Engine(config, now=0.0, key=KEY)
+    alice = Engine(
+        config,
+        now=0.0,
+        connected_to=SERVER,
+        key=KEY,
+        new_session_id=lambda: keyed_session_id(1_000_000.0),
+    )
+    assert _deliver(server, _say(alice, b"one"), ALICE) == [b"one"]
+    now = alice.next_deadline()
+    alice.handle_timer(now)
+    (ping,) = [data for data, _, _ in alice.datagrams_to_send(now)]
+    server.receive_datagram(ping, BOB, now)  # her NAT's new port
+    assert list(server.peers) == [ALICE]
+    assert server.datagrams_to_send(now) == []
+    assert _deliver(server, _say(alice, b"two", now), BOB, now) == [b"two"]
+    assert list(server.peers) == [BOB]
+    assert server.statistics().peers_opened == 1
+
+
+def test_a_recorded_ping_played_back_from_many_addresses_opens_one_peer_at_most() -> None:
+    """One keyed PING recorded on the path and played back from 60 spoofed
+    addresses opened a peer at each (answered with an ACK) until max_peers was
+    reached, and a real new client was refused."""
+    server = Engine(Config(keepalive=15.0, max_peers=50), now=0.0, key=KEY)
+    alice = Engine(
+        Config(keepalive=15.0),
+        now=0.0,
+        connected_to=SERVER,
+        key=KEY,
+        new_session_id=lambda: keyed_session_id(1_000_000.0),
+    )
+    assert _deliver(server, _say(alice, b"hi"), ALICE) == [b"hi"]
+    now = alice.next_deadline()
+    alice.handle_timer(now)
+    (ping,) = [data for data, _, _ in alice.datagrams_to_send(now)]
+    server.receive_datagram(ping, ALICE, now)
+    server.datagrams_to_send(now)
+    for number in range(60):
+        server.receive_datagram(ping, (f"10.9.0.{number}", 40000 + number), now)
+    assert server.datagrams_to_send(now) == []
+    assert list(server.peers) == [ALICE]
+    assert _deliver(server, _say(_client(), b"carol", now), MALLORY, now) == [b"carol"]
+    stats = server.statistics()
+    assert stats.datagrams_received == stats.datagrams_accounted
+
+
+def test_a_keyed_download_survives_its_clients_nat_rebinding() -> None:
+    """A reliable keyed client that only receives (it sends ACKs, no data) and
+    whose NAT rebinds mid-transfer: its ACKs from the new address were dropped
+    and the server's sender gave up. An ACK naming our session that
+    acknowledges something new moves the peer, once the old address is quiet."""
+    config = Config(reliable=True)
+    server = Engine(config, now=0.0, key=KEY)
+    client = Engine(
+        config,
+        now=0.0,
+        connected_to=SERVER,
+        key=KEY,
+        new_session_id=lambda: keyed_session_id(1_000_000.0),
+    )
+    assert _deliver(server, _say(client, b"GET big"), ALICE) == [b"GET big"]
+    peer = server.peers[ALICE]
+    for index in range(200):
+        server.queue(peer, bytes([index]) * 1000, 0.0)
+    source, now = ALICE, 0.0
+    got: list[bytes] = []
+    for _step in range(100_000):
+        if len(got) == 200 or peer.lost is not None or now > 40:
+            break
+        if len(got) >= 5:
+            source = BOB  # rebound mid-transfer
+        for data, to, _ in server.datagrams_to_send(now):
+            if to == source:
+                client.receive_datagram(data, SERVER, now)
+        got += [message.payload for message in messages(client)]
+        for data, _, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, source, now)
+        messages(server)
+        now = max(now + 0.001, min(server.next_deadline(), client.next_deadline(), now + 0.05))
+        for engine in (server, client):
+            if engine.next_deadline() <= now:
+                engine.handle_timer(now)
+    assert len(got) == 200
+    assert peer.lost is None
+    assert list(server.peers) == [BOB]

@@ -15,7 +15,7 @@ from sansio import A, B, encode, encode_batch, events, feed, messages, take
 from trioudp import Config, Message
 from trioudp._engine import Engine
 from trioudp._events import PeerClosed, PeerOpened
-from trioudp._frame import encode_message
+from trioudp._frame import encode_message, encode_plain
 from trioudp._peer import Peer
 from trioudp._peers import RESTART_QUIET
 from trioudp._statistics import COUNTERS, OUTCOMES, PeerStatistics
@@ -679,3 +679,37 @@ def test_one_datagram_with_a_made_up_session_silences_no_one(reliable: bool) -> 
         assert stats.messages_failed == 0
         assert_accounted(stats)
     assert server.statistics().peers_opened == 1
+
+
+def test_a_made_up_session_cannot_keep_a_quiet_client_out() -> None:
+    """A client that sends every 2 s; a blind attacker (it knows the address,
+    not the session) puts one datagram with a made-up session in a pause, then
+    one every 50 s. The made-up session took over the quiet client's place and
+    its real session was refused as stale for good (6 of 90 delivered). Now a
+    session comes back the way any new one does, once the current one has
+    been silent RESTART_QUIET: each forged datagram costs the client what it
+    sends within RESTART_QUIET after it (here one message), no more."""
+    server = engine()
+    client = Engine(Config(), now=0.0, connected_to=A, new_session_id=_SESSIONS.__next__)
+    peer = client.client_peer
+    assert peer is not None
+    delivered: list[bytes] = []
+    forged = 0
+    for second in range(0, 180, 2):
+        now = float(second)
+        while server.next_deadline() <= now:
+            server.handle_timer(server.next_deadline())
+        client.send(peer, [b"t%d" % second], now)
+        for data, _, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, B, now)
+        delivered += [message.payload for message in messages(server)]
+        if second == 10 or (second > 10 and (second - 10) % 50 == 0):
+            server.receive_datagram(encode_plain(0xBAD5E55, forged, b"x"), B, now + 1.5)
+            forged += 1
+            delivered += [message.payload for message in messages(server)]
+        server.datagrams_to_send(now)
+        server.events()
+    real = [payload for payload in delivered if payload.startswith(b"t")]
+    assert len(real) == 90 - forged
+    assert real[-1] == b"t178"
+    assert_accounted(server.statistics())

@@ -464,3 +464,49 @@ async def test_a_handler_whose_peer_vanished_does_not_end_serve(
                 await conn.send(b"two")
                 assert (await conn.receive()).payload == b"re: two"
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("size", "count"), [(100_000, 1), (1000, 100)])
+async def test_a_large_reply_whose_first_flight_is_lost_still_arrives(
+    autojump_clock: trio.testing.MockClock, size: int, count: int
+) -> None:
+    """A 20-byte request and a 100 KB reply, the whole first flight lost (the
+    link back down for 0.3 s). The amplification limit held every
+    retransmission and probe towards the unvalidated client, which had nothing
+    to acknowledge: the reply failed at give_up_timeout. Now a probe round
+    that cannot send a fragment sends a PING, the client's ACK to it (naming
+    our session) validates the address, and the reply goes on."""
+    network = FakeNetwork()
+    client_address = ("10.0.0.2", 6000)
+    with network.installed():
+        async with trioudp.open_udp_server(*SERVER, reliable=True) as server:
+
+            async def handler(connection: trioudp.Connection) -> None:
+                async for _message in connection:
+                    for index in range(count):
+                        await connection.send(bytes([index % 256]) * size)
+                    await connection.flush()
+                    return
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.serve, handler)
+                down = Faults(loss=1.0)
+                network.set_faults(down, source=SERVER[0], destination=client_address[0])
+
+                async def heal() -> None:
+                    await trio.sleep(0.3)
+                    network.set_faults(CLEAN, source=SERVER[0], destination=client_address[0])
+
+                nursery.start_soon(heal)
+                got = 0
+                async with trioudp.open_udp_connection(
+                    *SERVER, local_address=client_address, reliable=True
+                ) as client:
+                    await client.send(b"r" * 20)
+                    with trio.fail_after(8):  # give_up_timeout is 10 s
+                        while got < size * count:
+                            got += len((await client.receive()).payload)
+                stats = server.statistics()
+                assert stats.messages_failed == 0
+                assert stats.datagrams_received == stats.datagrams_accounted
+                nursery.cancel_scope.cancel()

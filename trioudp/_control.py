@@ -8,11 +8,13 @@ reverse), at most once a second per peer and once a second for all unknown
 addresses together, never to a group frame.
 
 The amplification limit (RFC 9000 §8.1). Until the application has sent to an
-address itself (or the address has acknowledged what we sent it), everything
-sent to it comes to at most three times the bytes received from it, but for
-the first transmission of what the application sends (its own choice): ACKs,
-REJECTs and keepalive PINGs here, and the reliable sender's retransmissions
-and probes (``Sender.transmit``). An ACK that does not fit loses ranges, down
+address itself, or an ACK from it names our session towards it (which only a
+receiver of what we sent there knows: our PING is the challenge), what the
+engine sends it by itself comes to at most three times the bytes received
+from it: ACKs, REJECTs and keepalive PINGs here, and the reliable sender's
+retransmissions and probes (``Sender.transmit``; a probe round that cannot
+send a fragment sends a PING). The first transmission of what the application
+sends is its own choice, and not counted. An ACK that does not fit loses ranges, down
 to none, before it is withheld; anything else that does not fit is withheld
 (``control_suppressed``; a reliable fragment waits, and fails at
 ``give_up_timeout`` if the address never answers). So a spoofed source address
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from ._message import Address
     from ._peer import Peer
     from ._receiving import Reception
-    from ._reliable import Acknowledger
+    from ._reliable import Acknowledger, Sender
     from ._sending import Output
     from ._statistics import Counters
 
@@ -247,11 +249,12 @@ class Control:
         if kind == KIND_PING:
             self._pinged(peer, frame, now)
         elif ack is not None:
+            # It names our session towards it, which only a receiver of what we
+            # sent there knows (or, with a key, could authenticate): the address
+            # is really there (RFC 9000 §8.2, the session as the challenge).
+            peer.validated = True
             sender = peer.sender
             if sender is not None:
-                if ack.ranges:
-                    # It acknowledges what we sent to this address: it is really there.
-                    peer.validated = True
                 sender.on_ack(ack, frame.sequence, now)
                 self._engine.progress(peer)
                 self._engine.ready(peer)
@@ -273,6 +276,15 @@ class Control:
             if self.send(peer, self._frame(KIND_ACK, frame.session, limit, body), now):
                 peer.counters.acks_sent += 1
         self._engine.ready(peer)
+
+    def acknowledges_new(self, sender: Sender, frame: Frame) -> bool:
+        """Whether an ACK frame decodes and acknowledges a packet beyond every
+        one ``sender`` had acknowledged (a recording acknowledges nothing new)."""
+        try:
+            ack = decode_ack_untrusted(frame.payload)
+        except BadFrame:
+            return False
+        return sender.acknowledges_new(ack)
 
     def unknown(self, frame: Frame, size: int) -> None:
         """A control frame from an address no peer owns (not a PING): stale, or

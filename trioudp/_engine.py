@@ -224,7 +224,7 @@ class Engine:
             and (owner := table.by_session.get(session)) is not None
         ):
             # A keyed session known at another address.
-            peer = self._moved(owner, peer, frame, address, size)
+            peer = self._moved(owner, peer, frame, address, size, now)
             if peer is None:
                 return
         elif peer is None:
@@ -251,12 +251,8 @@ class Engine:
             return
         first = frame.oldest if self.reliable else frame.sequence
         stream = reception.stream(peer, group, session, first, now)
-        if stream is None:
-            if parts:
-                counters.datagrams_stale_session += len(parts) - 1
-            return
-        if self.key is not None and not group and table.by_session.get(session) is not peer:
-            table.known(peer)
+        if self.key is not None and not group and peer.known_as != session:
+            table.known(peer, session)
         # Only a frame of a session still accepted keeps the peer alive (a
         # stream of stale ones would keep a restarted peer out for good).
         stream.last_activity = now
@@ -302,16 +298,39 @@ class Engine:
         self, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
     ) -> None:
         """An ACK, PING or REJECT frame. A PING from a new address opens a peer;
-        a PING of one of our own sessions is ours, reflected."""
-        if frame.kind == KIND_PING and frame.session in self._table.own_sessions:
+        a PING of one of our own sessions is ours, reflected. With a key, a
+        PING of a session known at another address opens nothing (a recording,
+        or a peer whose next data frame or ACK moves it), and an ACK from a new
+        address that names our session towards a peer and acknowledges
+        something new moves that peer there, as a fresh data frame does."""
+        table = self._table
+        if frame.kind == KIND_PING and frame.session in table.own_sessions:
             counters = self._own if peer is None else peer.counters
             self._refuse(counters, size, DropReason.OWN)
             return
+        if peer is None and self.key is not None:
+            if frame.kind == KIND_PING:
+                owner = table.by_session.get(frame.session)
+                if owner is not None:
+                    self._refuse(owner.counters, size, DropReason.STALE_SESSION)
+                    return
+            else:
+                owner = table.own_sessions.get(frame.session)
+                if (
+                    owner is not None
+                    and owner.sender is not None
+                    and self.peers.get(owner.address) is owner
+                    and table.may_move(owner, now)
+                    and self._control.acknowledges_new(owner.sender, frame)
+                ):
+                    table.move(owner, address)
+                    peer = owner
         if peer is None and frame.kind == KIND_PING:
-            peer = self._table.open(address, now)
+            peer = table.open(address, now)
             if peer is None:
                 self._over_max_peers(size)
                 return
+            table.known(peer, frame.session)
         if peer is None:
             self._control.unknown(frame, size)
             return
@@ -321,20 +340,20 @@ class Engine:
         self._control.receive(peer, frame, now)
 
     def _moved(
-        self, owner: Peer, peer: Peer | None, frame: Frame, address: Address, size: int
+        self, owner: Peer, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
     ) -> Peer | None:
         """A keyed frame of ``owner``'s session from another ``address``. A frame
         received before is a duplicate wherever it comes from (a recording
         played back); a fresh one moves the session there (NAT rebinding),
-        unless another peer is there. The peer to go on with (None: dropped)."""
+        once it has been silent at its old one for RESTART_QUIET and unless
+        another peer is there. The peer to go on with (None: dropped)."""
         stream = owner.unicast
-        assert stream is not None
         parts = len(frame.parts)
-        if not self._reception.fresh(stream, frame):
+        if stream is not None and not self._reception.fresh(stream, frame):
             self._refuse(owner.counters, size, DropReason.DUPLICATE, parts=parts)
             return None
-        if peer is not None:
-            why = "from %s: a session of another address, and this one has a peer"
+        if peer is not None or not self._table.may_move(owner, now):
+            why = "from %s: a session still talking at another address, or this one is taken"
             self._refuse(owner.counters, size, DropReason.STALE_SESSION, why, address, parts=parts)
             return None
         self._table.move(owner, address)
@@ -501,7 +520,7 @@ class Engine:
         made = encoder.encode(peer, views, encode_topic(topic), group=group)
         self._output.extend(peer, made, now, priority)
         if group and self.framing:
-            table.own_sessions.add(peer.send_session)
+            table.own_sessions[peer.send_session] = peer
         peer.counters.messages_sent += len(payloads)
         peer.last_activity = now
         return False

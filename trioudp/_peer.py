@@ -59,6 +59,7 @@ class Peer:
         "handle",
         "heard",
         "keepalive_at",
+        "known_as",
         "last_activity",
         "last_sent",
         "lost",
@@ -115,11 +116,14 @@ class Peer:
         #: window), and its own queue once claimed.
         self.queued: int = 0
         self.queue: Queue | None = None
-        #: Bytes of ACKs and REJECTs sent, and whether the application chose this
-        #: address (sent to it first) so the amplification limit does not apply.
+        #: Bytes the engine sent it by itself, and whether the address is
+        #: validated (the application chose it, or it answered to our session),
+        #: so that the amplification limit does not apply.
         self.control_bytes: int = 0
         self.validated: bool = False
         self.reject_at: float = _NEVER
+        #: With a key: the session id it is known by wherever it comes from.
+        self.known_as: int | None = None
 
     def __repr__(self) -> str:
         return f"<Peer {self.address!r}>"

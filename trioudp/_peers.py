@@ -81,9 +81,10 @@ class PeerTable:
         self.peers: dict[Address, Peer] = {}
         #: Send state for group destinations (multicast groups, broadcast addresses).
         self.destinations: dict[Address, Peer] = {}
-        #: Session ids of our own sends (to peers and groups), to recognise our
-        #: own frames looped back or reflected to us.
-        self.own_sessions: set[int] = set()
+        #: Session ids of our own sends (to peers and groups), each with its
+        #: peer, to recognise our own frames looped back or reflected to us, and
+        #: whom an ACK from a new address is for.
+        self.own_sessions: dict[int, Peer] = {}
         #: With a key: each peer by its unicast session, which is known wherever
         #: it comes from (a peer that moved address, or a recording played back).
         self.by_session: dict[int, Peer] = {}
@@ -101,7 +102,7 @@ class PeerTable:
         peer = Peer(address, self._new_session_id(), now)
         self.schedule_keepalive(peer)
         self.peers[address] = peer
-        self.own_sessions.add(peer.send_session)
+        self.own_sessions[peer.send_session] = peer
         self.opened += 1
         if self.claim_new_peers:
             self._delivery.claim(peer)
@@ -119,8 +120,8 @@ class PeerTable:
         for stream in peer.streams():
             stale = reason is LostReason.REPLACED and stream is peer.unicast
             reception.end_stream(peer, stream, stale=stale)
-        if peer.unicast is not None and self.by_session.get(peer.unicast.session) is peer:
-            del self.by_session[peer.unicast.session]
+        if peer.known_as is not None and self.by_session.get(peer.known_as) is peer:
+            del self.by_session[peer.known_as]
         peer.unicast = None
         peer.groups = {}
         peer.closed = True
@@ -134,7 +135,7 @@ class PeerTable:
         self._disarm(peer)
         if self.peers.get(peer.address) is peer:
             del self.peers[peer.address]
-        self.own_sessions.discard(peer.send_session)
+        self.own_sessions.pop(peer.send_session, None)
         self.retired.add(peer.counters, SUMMED)
         self.closed += 1
         if peer.queue is not None:
@@ -145,17 +146,18 @@ class PeerTable:
         """Whether a unicast frame of ``session``, not the current ``stream``'s,
         means ``peer`` restarted (False: the frame is dropped as stale).
 
-        An earlier session (remembered, or with a key older by its clock) never
-        comes back. With a key, a newer authenticated session replaces the
-        current one at once. Without one, anyone who can put the peer's address
-        on a datagram can make a session up, so a new one replaces the current
-        one only once that has gone quiet for RESTART_QUIET: one spoofed
-        datagram cannot silence a peer that is talking, and a sender of a fresh
-        session in every datagram gets at most one session per RESTART_QUIET."""
-        if session in peer.retired or self.older(session, stream.session):
-            return False
+        With a key, a newer authenticated session replaces the current one at
+        once, and an earlier one (remembered, or older by its clock) never comes
+        back. Without one, anyone who can put the peer's address on a datagram
+        can make a session up, so another session (an earlier one too) replaces
+        the current one only once that has gone quiet for RESTART_QUIET: one
+        spoofed datagram cannot silence a peer that is talking, nor keep it out
+        once it has gone quiet itself, and a sender of a fresh session in every
+        datagram gets at most one session per RESTART_QUIET."""
         if self._key is not None:
-            return True
+            return session not in peer.retired and not self.older(session, stream.session)
+        # A session retired before may come back the same way: a made-up session
+        # that went quiet must not keep the real one out.
         return now - stream.last_activity >= RESTART_QUIET
 
     def older(self, session: int, current: int) -> bool:
@@ -179,11 +181,22 @@ class PeerTable:
             fresh.counters.session_changes += 1
         return fresh
 
-    def known(self, peer: Peer) -> None:
-        """``peer``'s unicast session is new (with a key: index it)."""
-        stream = peer.unicast
-        if self._key is not None and stream is not None:
-            self.by_session[stream.session] = peer
+    def known(self, peer: Peer, session: int) -> None:
+        """With a key: ``peer`` is known by ``session`` (its unicast session, or
+        the session of the PING that opened it) wherever it comes from."""
+        if self._key is None:
+            return
+        if peer.known_as is not None and self.by_session.get(peer.known_as) is peer:
+            del self.by_session[peer.known_as]
+        peer.known_as = session
+        self.by_session[session] = peer
+
+    def may_move(self, peer: Peer, now: float) -> bool:
+        """Whether a keyed peer's session, fresh from another address, moves
+        there: only once it has been silent at its own address for
+        RESTART_QUIET (a NAT rebinding leaves the old address silent; a session
+        id two peers happen to share, or a relay of fresh frames, does not)."""
+        return now - peer.heard >= RESTART_QUIET
 
     def move(self, peer: Peer, address: Address) -> None:
         """A keyed peer's session came, fresh, from ``address`` (NAT rebinding):

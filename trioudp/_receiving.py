@@ -133,9 +133,9 @@ class Reception:
         session: int,
         first: int,
         now: float,
-    ) -> Stream | None:
-        """The stream a frame belongs to, started at ``first`` if new; None
-        (counted) if the frame is from a stale session."""
+    ) -> Stream:
+        """The stream a frame belongs to, started at ``first`` if new (the
+        engine decided a unicast session may start: PeerTable.restarted)."""
         config = self._config
         window_class = OrderedWindow if config.ordered else UnorderedWindow
         if group:
@@ -150,9 +150,6 @@ class Reception:
             return stream
         stream = peer.unicast
         if stream is None or stream.session != session:
-            if session in peer.retired:
-                peer.counters.datagrams_stale_session += 1
-                return None
             if stream is not None:  # a client's peer restarted (the engine checked)
                 self.end_stream(peer, stream, stale=True)
                 peer.retired = retire(peer.retired, stream.session)

@@ -306,7 +306,9 @@ class Sender:
         sends again or by itself (a lost fragment, a probe) must fit in
         ``room`` bytes with what it sent before it (the amplification limit
         towards an address not validated yet); what does not waits, counted
-        as ``control_suppressed``. Gives the bytes appended."""
+        as ``control_suppressed``, and a probe round that cannot send a fragment
+        sends a PING instead (its answer validates the address). Gives the bytes
+        sent again or by itself (first transmissions are the application's)."""
         if self.failure is not None:
             return 0
         spent = 0
@@ -337,8 +339,11 @@ class Sender:
             if size is None:
                 queue.extendleft(reversed(fragments))  # waits for room
                 self._counters.control_suppressed += 1
+                if self._probes > 0:
+                    self._ping_due = True  # small, and its answer validates
                 break
-            spent += size
+            if again:
+                spent += size
             self._probes -= 1
             if again:
                 self._counters.datagrams_retransmitted += 1
@@ -441,6 +446,15 @@ class Sender:
             self._ping_due = True
 
     # -- acknowledgements ---------------------------------------------------------
+
+    def acknowledges_new(self, ack: Ack) -> bool:
+        """Whether ``ack`` (for this session, from the current receiver)
+        acknowledges a packet beyond every one acknowledged so far."""
+        if ack.receiver in self._old_receivers or not ack.ranges:
+            return False
+        largest_sent = self._next_packet - 1
+        top = expand_packet(ack.ranges[0][0], largest_sent)  # newest range first
+        return self._largest_acked < top <= largest_sent
 
     def on_ack(self, ack: Ack, limit: int, now: float) -> None:
         """Take an ACK and the ``limit`` of the receiver's window it carried."""
@@ -669,9 +683,12 @@ class Sender:
                 for fragment in sent.fragments
                 if not fragment.acked
             ][:PROBES]
-            probes = [f for f in probes if f not in self._retransmit]
             if probes:
-                self._retransmit.extendleft(reversed(probes))
+                # Queued again, unless they wait there already (held by the
+                # amplification limit, say): either way they may go now.
+                self._retransmit.extendleft(
+                    reversed([f for f in probes if f not in self._retransmit])
+                )
                 self._probes = len(probes)
             else:
                 self._ping_due = True
