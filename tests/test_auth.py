@@ -440,3 +440,19 @@ def test_a_keyed_download_survives_its_clients_nat_rebinding() -> None:
     assert len(got) == 200
     assert peer.lost is None
     assert list(server.peers) == [BOB]
+
+
+def test_a_peer_a_ping_opened_takes_its_sessions_data() -> None:
+    """A keyed client whose first datagram is a PING (a keepalive before any
+    message): the peer it opens is known by the PING's session, and the data
+    that follows from the same address is that peer's, not a move."""
+    server = Engine(Config(), now=0.0, key=KEY)
+    alice = _client()
+    assert alice.client_peer is not None
+    session = alice.client_peer.send_session
+    ping = encode_control(KIND_PING, session, 0, b"", sealer(KEY), authenticated=True)
+    server.receive_datagram(ping, ALICE, 0.0)
+    peer = server.peers[ALICE]
+    assert _deliver(server, _say(alice, b"after the ping"), ALICE) == [b"after the ping"]
+    assert server.peers == {ALICE: peer}
+    assert server.statistics().datagrams_stale_session == 0

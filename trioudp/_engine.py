@@ -222,6 +222,7 @@ class Engine:
             and not group
             and (peer is None or peer.unicast is None or peer.unicast.session != session)
             and (owner := table.by_session.get(session)) is not None
+            and owner is not peer
         ):
             # A keyed session known at another address.
             peer = self._moved(owner, peer, frame, address, size, now)
