@@ -210,10 +210,12 @@ BOB = ("10.0.0.3", 6000)
 MALLORY = ("10.0.0.66", 6666)
 
 
-def _client(reliable: bool = False, started: float = 1_000_000.0) -> Engine:
+def _client(
+    reliable: bool = False, started: float = 1_000_000.0, config: Config | None = None
+) -> Engine:
     """A keyed client whose session was made at the wall-clock second ``started``."""
     return Engine(
-        Config(reliable=reliable),
+        config or Config(reliable=reliable),
         now=0.0,
         connected_to=SERVER,
         key=KEY,
@@ -355,13 +357,7 @@ def test_a_keepalive_ping_from_a_new_address_opens_no_second_peer() -> None:
     session known elsewhere opens nothing, and the next data frame moves it."""
     config = Config(keepalive=15.0)
     server = Engine(config, now=0.0, key=KEY)
-    alice = Engine(
-        config,
-        now=0.0,
-        connected_to=SERVER,
-        key=KEY,
-        new_session_id=lambda: keyed_session_id(1_000_000.0),
-    )
+    alice = _client(config=config)
     assert _deliver(server, _say(alice, b"one"), ALICE) == [b"one"]
     now = alice.next_deadline()
     alice.handle_timer(now)
@@ -379,13 +375,7 @@ def test_a_recorded_ping_played_back_from_many_addresses_opens_one_peer_at_most(
     addresses opened a peer at each (answered with an ACK) until max_peers was
     reached, and a real new client was refused."""
     server = Engine(Config(keepalive=15.0, max_peers=50), now=0.0, key=KEY)
-    alice = Engine(
-        Config(keepalive=15.0),
-        now=0.0,
-        connected_to=SERVER,
-        key=KEY,
-        new_session_id=lambda: keyed_session_id(1_000_000.0),
-    )
+    alice = _client(config=Config(keepalive=15.0))
     assert _deliver(server, _say(alice, b"hi"), ALICE) == [b"hi"]
     now = alice.next_deadline()
     alice.handle_timer(now)
@@ -408,13 +398,7 @@ def test_a_keyed_download_survives_its_clients_nat_rebinding() -> None:
     acknowledges something new moves the peer, once the old address is quiet."""
     config = Config(reliable=True)
     server = Engine(config, now=0.0, key=KEY)
-    client = Engine(
-        config,
-        now=0.0,
-        connected_to=SERVER,
-        key=KEY,
-        new_session_id=lambda: keyed_session_id(1_000_000.0),
-    )
+    client = _client(config=config)
     assert _deliver(server, _say(client, b"GET big"), ALICE) == [b"GET big"]
     peer = server.peers[ALICE]
     for index in range(200):
