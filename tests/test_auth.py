@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
+from typing import Any
 
 import pytest
 import trio
@@ -11,6 +13,7 @@ from sansio import messages
 
 import trioudp
 from trioudp import Config
+from trioudp._endpoint import check_key
 from trioudp._engine import Engine, keyed_session_id
 from trioudp._events import PeerMoved
 from trioudp._frame import (
@@ -440,3 +443,49 @@ def test_a_peer_a_ping_opened_takes_its_sessions_data() -> None:
     assert _deliver(server, _say(alice, b"after the ping"), ALICE) == [b"after the ping"]
     assert server.peers == {ALICE: peer}
     assert server.statistics().datagrams_stale_session == 0
+
+
+async def test_keys_rotate_in_three_steps_without_a_pause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """key= takes a list: the first key signs, every one is accepted. Rolled out
+    in three steps ([old, new], then [new, old], then new), every pair of
+    endpoints at neighbouring steps talks both ways, and after the last step
+    the old key is refused."""
+    old, new = secrets.token_bytes(32), secrets.token_bytes(32)
+    steps: list[Any] = [old, [old, new], [new, old], new]
+    with FakeNetwork().installed():
+        pairs = list(itertools.pairwise(steps))
+        for server_key, client_key in [*pairs, *((b, a) for a, b in pairs)]:
+            async with (
+                trioudp.open_udp_server(*SERVER, key=server_key) as server,
+                trioudp.open_udp_connection(*SERVER, key=client_key) as client,
+            ):
+                await client.send(b"ping")
+                with trio.fail_after(1):
+                    message = await server.receive()
+                await message.reply(b"pong")
+                with trio.fail_after(1):
+                    assert (await client.receive()).payload == b"pong"
+        async with (
+            trioudp.open_udp_server(*SERVER, key=new) as server,
+            trioudp.open_udp_connection(*SERVER, key=old) as client,
+        ):
+            await client.send(b"ping")
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.statistics().datagrams_unauthenticated == 1
+
+
+@pytest.mark.parametrize(
+    ("keys", "error", "message"),
+    [
+        ([], ValueError, r"key= takes 1 to 4 keys"),
+        ([bytes(range(1, 33))] * 5, ValueError, r"got 5"),
+        ([bytes(range(1, 33)), b"short"], ValueError, r"got 5: a random secret"),
+        ([bytes(range(1, 33)), 32], TypeError, r"or a list of them .* got int"),
+    ],
+    ids=["none", "five", "one-short", "one-int"],
+)
+def test_bad_key_lists(keys: list[Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        check_key(keys)

@@ -87,7 +87,7 @@ class Endpoint:
         config: Config,
         topics: Iterable[str] | None = None,
         *,
-        key: bytes | None = None,
+        key: tuple[bytes, ...] | None = None,
     ) -> None:
         try:
             self._setup(sock, config, topics, key)
@@ -100,7 +100,7 @@ class Endpoint:
         sock: stdlib_socket.socket,
         config: Config,
         topics: Iterable[str] | None,
-        key: bytes | None,
+        key: tuple[bytes, ...] | None,
     ) -> None:
         self._sock = sock
         #: The trio socket around ``sock``: closing it wakes any task waiting on
@@ -124,7 +124,8 @@ class Endpoint:
             config,
             now=trio.current_time(),
             connected_to=self._remote,
-            key=key,
+            key=None if key is None else key[0],
+            previous_keys=() if key is None else key[1:],
             new_session_id=random_session_id if key is None else _keyed_session_id,
         )
         self._transport = Transport(
@@ -531,7 +532,7 @@ class Serving(Endpoint, Receiving):
         sock: stdlib_socket.socket,
         config: Config,
         topics: Iterable[str] | None,
-        key: bytes | None,
+        key: tuple[bytes, ...] | None,
     ) -> None:
         super()._setup(sock, config, topics, key)
         self._shared = Inbox(self, self._engine.shared_queue())
@@ -648,16 +649,34 @@ class UDPServer(Serving):
         await self.send_to(address, payload, topic=topic, priority=priority)
 
 
-def check_key(key: Buffer | None) -> bytes | None:
-    """The ``key=`` of an ``open_*`` call, checked."""
+#: The most keys ``key=`` takes at once (each key tried costs a tag per frame
+#: that the first does not authenticate: a forged one costs them all).
+MAX_KEYS = 4
+
+
+def check_key(key: Buffer | Sequence[Buffer] | None) -> tuple[bytes, ...] | None:
+    """The ``key=`` of an ``open_*`` call, checked: one secret, or a list or
+    tuple of them for rotation (the first signs, every one is accepted)."""
     if key is None:
         return None
+    if isinstance(key, (list, tuple)):
+        if not 1 <= len(key) <= MAX_KEYS:
+            raise ValueError(
+                f"key= takes 1 to {MAX_KEYS} keys (the first signs what is sent, every one "
+                f"is accepted), got {len(key)}"
+            )
+        return tuple(_check_secret(each) for each in key)
+    return (_check_secret(key),)
+
+
+def _check_secret(key: object) -> bytes:
     try:
-        view = memoryview(key)  # an int or a str is not: bytes(32) is 32 zero bytes
+        view = memoryview(key)  # type: ignore[arg-type]  # an int or a str is not
     except TypeError:
         raise TypeError(
-            f"key must be bytes-like (bytes, bytearray, memoryview), got {type(key).__name__}: "
-            f"a random secret shared by both ends, such as secrets.token_bytes(32)"
+            f"key must be bytes-like (bytes, bytearray, memoryview), or a list of them for "
+            f"rotation, got {type(key).__name__}: a random secret shared by both ends, such "
+            f"as secrets.token_bytes(32)"
         ) from None
     secret = view.tobytes()
     if len(secret) not in KEY_SIZES:
@@ -745,7 +764,7 @@ async def open_udp_server(
     port: int,
     *,
     topics: Iterable[str] | None = None,
-    key: Buffer | None = None,
+    key: Buffer | Sequence[Buffer] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:
@@ -755,8 +774,10 @@ async def open_udp_server(
     allows one socket for both); port 0 picks a free port (see
     ``server.local_address``). ``topics`` subscribes to just those topics (see
     ``subscriptions``). ``key`` (16 to 64 secret bytes shared by every peer)
-    authenticates every frame; frames without it are dropped. Options are :class:`Config`'s fields, as keywords or as
-    ``config=``. Leaving the block stops the server's tasks and closes its
+    authenticates every frame; frames without it are dropped. To rotate keys,
+    give a list of up to 4: the first signs what is sent, every one is
+    accepted (docs/security.md). Options are :class:`Config`'s fields, as
+    keywords or as ``config=``. Leaving the block stops the server's tasks and closes its
     socket; an error in them is raised here.
     """
     chosen = make_config(config, options)
@@ -773,7 +794,7 @@ async def open_udp_connection(
     *,
     local_address: tuple[str, int] | None = None,
     topics: Iterable[str] | None = None,
-    key: Buffer | None = None,
+    key: Buffer | Sequence[Buffer] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[Connection, None]:
@@ -798,7 +819,7 @@ async def from_socket(
     sock: stdlib_socket.socket | trio.socket.SocketType,
     *,
     topics: Iterable[str] | None = None,
-    key: Buffer | None = None,
+    key: Buffer | Sequence[Buffer] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[UDPServer, None]:

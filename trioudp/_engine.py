@@ -119,11 +119,14 @@ class Engine:
         connected_to: Address | None = None,
         new_session_id: Callable[[], int] = random_session_id,
         key: bytes | None = None,
+        previous_keys: tuple[bytes, ...] = (),
         fast_paths: bool = True,
     ) -> None:
         self.config = config
-        #: The shared key that authenticates every frame, if any.
+        #: The shared key that authenticates every frame, if any, and others
+        #: accepted from peers too (while a key is rotated).
         self.key = key
+        self._previous_keys = previous_keys
         self.framing = config.framing
         self.reliable = config.reliable
         self._fast = fast_paths
@@ -192,7 +195,7 @@ class Engine:
             self._raw(peer, data, address, size, now)
             return
         try:
-            frame = decode_frame_untrusted(data, self.key)
+            frame = decode_frame_untrusted(data, self.key, self._previous_keys)
         except BadFrame as exc:
             counters = self._own if peer is None else peer.counters
             self._refuse(counters, size, exc.reason, "from %s: %s", address, exc)

@@ -174,9 +174,12 @@ class Frame:
         self.parts = parts
 
 
-def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
+def decode_frame_untrusted(
+    data: Buffer, key: bytes | None = None, previous: tuple[bytes, ...] = ()
+) -> Frame:
     """Decode one datagram. Raises BadFrame, and only BadFrame, if it is not a
-    valid frame. With a ``key`` only frames authenticated with it are valid."""
+    valid frame. With a ``key`` only frames authenticated with it (or with one
+    of the ``previous`` keys, while keys are rotated) are valid."""
     view = data if type(data) is memoryview else memoryview(data)
     size = view.nbytes
     if view.ndim != 1 or view.itemsize != 1:
@@ -196,8 +199,13 @@ def decode_frame_untrusted(data: Buffer, key: bytes | None = None) -> Frame:
             raise BadFrame(
                 f"{size} bytes is too short for an authenticated frame", _UNAUTHENTICATED
             )
-        expected = blake2b(view[:end], key=key, digest_size=TAG_SIZE).digest()
-        if not compare_digest(expected, view[end:]):
+        body, tag = view[:end], view[end:]
+        if not compare_digest(blake2b(body, key=key, digest_size=TAG_SIZE).digest(), tag) and (
+            not any(
+                compare_digest(blake2b(body, key=other, digest_size=TAG_SIZE).digest(), tag)
+                for other in previous
+            )
+        ):
             raise BadFrame(
                 "authentication tag mismatch: forged, damaged or another key", _UNAUTHENTICATED
             )

@@ -66,7 +66,7 @@ class MulticastEndpoint(_Group):
         *,
         port: int,
         interface: str | int | None,
-        key: bytes | None = None,
+        key: tuple[bytes, ...] | None = None,
     ) -> None:
         super().__init__(sock, config, topics, key=key)
         self._port = port
@@ -127,7 +127,7 @@ class BroadcastEndpoint(_Group):
         topics: Iterable[str] | None,
         *,
         destination: Address,
-        key: bytes | None = None,
+        key: tuple[bytes, ...] | None = None,
     ) -> None:
         super().__init__(sock, config, topics, key=key)
         self._destination = destination
@@ -157,7 +157,7 @@ async def open_multicast(
     ttl: int = 1,
     loopback: bool = True,
     topics: Iterable[str] | None = None,
-    key: Buffer | None = None,
+    key: Buffer | Sequence[Buffer] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[MulticastEndpoint, None]:
@@ -203,7 +203,7 @@ async def open_broadcast(
     address: str = "255.255.255.255",
     interface: str | None = None,
     topics: Iterable[str] | None = None,
-    key: Buffer | None = None,
+    key: Buffer | Sequence[Buffer] | None = None,
     config: Config | None = None,
     **options: Unpack[Options],
 ) -> AsyncGenerator[BroadcastEndpoint, None]:
