@@ -13,8 +13,7 @@ from sansio import messages
 
 import trioudp
 from trioudp import Config
-from trioudp._endpoint import check_key
-from trioudp._engine import Engine, keyed_session_id
+from trioudp._engine import Engine
 from trioudp._events import PeerMoved
 from trioudp._frame import (
     KIND_PING,
@@ -25,6 +24,7 @@ from trioudp._frame import (
     encode_message,
     sealer,
 )
+from trioudp._keys import check_key, keyed_session_id
 from trioudp._peers import RESTART_QUIET
 from trioudp._reasons import DropReason
 from trioudp.testing import FakeNetwork

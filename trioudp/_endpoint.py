@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from types import MappingProxyType
@@ -35,7 +34,7 @@ import trio
 from ._channel import Inbox, Receiving
 from ._config import Config, make_config
 from ._connection import Connection, batch
-from ._engine import Engine, keyed_session_id, random_session_id
+from ._engine import Engine, random_session_id
 from ._errors import PeerLostError
 from ._events import (
     Event,
@@ -47,7 +46,8 @@ from ._events import (
     StateChanged,
     assert_never,
 )
-from ._frame import KEY_SIZES, byte_view
+from ._frame import byte_view
+from ._keys import check_key, session_id_now
 from ._multicast import check_priority
 from ._peer import LostPeer
 from ._reasons import LostReason
@@ -126,7 +126,7 @@ class Endpoint:
             connected_to=self._remote,
             key=None if key is None else key[0],
             previous_keys=() if key is None else key[1:],
-            new_session_id=random_session_id if key is None else _keyed_session_id,
+            new_session_id=random_session_id if key is None else session_id_now,
         )
         self._transport = Transport(
             sock,
@@ -647,53 +647,6 @@ class UDPServer(Serving):
     ) -> None:
         """Send one message to ``address``: the same as :meth:`send_to`."""
         await self.send_to(address, payload, topic=topic, priority=priority)
-
-
-#: The most keys ``key=`` takes at once (each key tried costs a tag per frame
-#: that the first does not authenticate: a forged one costs them all).
-MAX_KEYS = 4
-
-
-def check_key(key: Buffer | Sequence[Buffer] | None) -> tuple[bytes, ...] | None:
-    """The ``key=`` of an ``open_*`` call, checked: one secret, or a list or
-    tuple of them for rotation (the first signs, every one is accepted)."""
-    if key is None:
-        return None
-    if isinstance(key, (list, tuple)):
-        if not 1 <= len(key) <= MAX_KEYS:
-            raise ValueError(
-                f"key= takes 1 to {MAX_KEYS} keys (the first signs what is sent, every one "
-                f"is accepted), got {len(key)}"
-            )
-        return tuple(_check_secret(each) for each in key)
-    return (_check_secret(key),)
-
-
-def _check_secret(key: object) -> bytes:
-    try:
-        view = memoryview(key)  # type: ignore[arg-type]  # an int or a str is not
-    except TypeError:
-        raise TypeError(
-            f"key must be bytes-like (bytes, bytearray, memoryview), or a list of them for "
-            f"rotation, got {type(key).__name__}: a random secret shared by both ends, such "
-            f"as secrets.token_bytes(32)"
-        ) from None
-    secret = view.tobytes()
-    if len(secret) not in KEY_SIZES:
-        raise ValueError(
-            f"key must be {KEY_SIZES.start} to {KEY_SIZES.stop - 1} bytes, got {len(secret)}: "
-            f"a random secret shared by both ends, such as secrets.token_bytes(32)"
-        )
-    if not any(secret):
-        raise ValueError(
-            "key is all zero bytes, which is no secret: use a random one shared by both ends, "
-            "such as secrets.token_bytes(32)"
-        )
-    return secret
-
-
-def _keyed_session_id() -> int:
-    return keyed_session_id(time.time())
 
 
 def _topics(topics: Iterable[str]) -> list[str]:

@@ -98,11 +98,27 @@ def random_session_id() -> int:
     return secrets.randbits(64)
 
 
-def keyed_session_id(seconds: float) -> int:
-    """A session id for an endpoint with a key: the wall-clock second it was
-    made in the top 32 bits (authenticated with every frame), 32 random bits
-    below. Receivers refuse a unicast session older than the one they have."""
-    return (int(seconds) & 0xFFFFFFFF) << 32 | secrets.randbits(32)
+#: Why a datagram from a new address opens no peer.
+_FULL = "from a new peer: max_peers=%d are known"
+
+
+def refuse(
+    counters: Counters,
+    size: int,
+    reason: DropReason,
+    why: str = "",
+    *args: object,
+    parts: int = 0,
+) -> None:
+    """Count a datagram (a bundle of ``parts`` messages: as many) dropped
+    before any stream saw it (``counters``: its peer's, or the endpoint's own
+    if it has none) and say ``why`` at DEBUG (nothing: a normal event, only
+    counted)."""
+    counters.datagrams_received += parts or 1
+    counters.bytes_received += size
+    counters.drop(reason, parts or 1)
+    if why and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("dropped a %d-byte datagram " + why, size, *args)
 
 
 class Engine:
@@ -189,7 +205,7 @@ class Engine:
         if peer is None and not address[1]:
             # UDP port 0: no reply, acknowledgement or rejection can go back, so
             # it opens no peer (a spoofed source, most likely).
-            self._refuse(self._own, size, DropReason.MALFORMED, "from %s: port 0", address)
+            refuse(self._own, size, DropReason.MALFORMED, "from %s: port 0", address)
             return
         if not self.framing:
             self._raw(peer, data, address, size, now)
@@ -198,16 +214,14 @@ class Engine:
             frame = decode_frame_untrusted(data, self.key, self._previous_keys)
         except BadFrame as exc:
             counters = self._own if peer is None else peer.counters
-            self._refuse(counters, size, exc.reason, "from %s: %s", address, exc)
+            refuse(counters, size, exc.reason, "from %s: %s", address, exc)
             return
         if frame.kind:
             self._control_frame(peer, frame, address, size, now)
             return
         if (frame.packet >= 0) is not self.reliable:
             counters = self._own if peer is None else peer.counters
-            self._refuse(
-                counters, size, DropReason.MISMATCHED, "from %s: reliable mode differs", address
-            )
+            refuse(counters, size, DropReason.MISMATCHED, "from %s: reliable mode differs", address)
             self._control.reject(peer, frame, address, now)
             return
         session = frame.session
@@ -217,7 +231,7 @@ class Engine:
             # Our own frame: a group send looped back, or a frame of ours
             # reflected to us (valid as ever with a key, but not from a peer).
             counters = self._own if peer is None else peer.counters
-            self._refuse(counters, size, DropReason.OWN)
+            refuse(counters, size, DropReason.OWN)
             return
         parts = frame.parts
         if (
@@ -227,23 +241,27 @@ class Engine:
             and (owner := table.by_session.get(session)) is not None
             and owner is not peer
         ):
-            # A keyed session known at another address.
-            peer = self._moved(owner, peer, frame, address, size, now)
-            if peer is None:
+            # A keyed session known at another address: followed there, or not.
+            reason = table.follow(owner, peer, frame, address, now)
+            if reason is not None:
+                refuse(
+                    owner.counters, size, reason, "from %s: %s", address, reason, parts=len(parts)
+                )
                 return
+            peer = owner
         elif peer is None:
             peer = table.open(address, now)
             if peer is None:
-                self._over_max_peers(size)
+                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
                 return
         elif not group and (stream := peer.unicast) is not None and stream.session != session:
             if not table.restarted(peer, stream, session, now):
-                self._refuse(peer.counters, size, DropReason.STALE_SESSION, parts=len(parts))
+                refuse(peer.counters, size, DropReason.STALE_SESSION, parts=len(parts))
                 return
             if not self.connected:  # a client's peer starts over in Reception.stream
                 peer = table.reopen(peer, address, now)
                 if peer is None:
-                    self._over_max_peers(size)
+                    refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
                     return
         counters = peer.counters
         # Each message of a bundle counts as a datagram in the outcomes.
@@ -288,7 +306,7 @@ class Engine:
         if peer is None:
             peer = self._table.open(address, now)
             if peer is None:
-                self._over_max_peers(size)
+                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
                 return
         counters = peer.counters
         counters.datagrams_received += 1
@@ -310,29 +328,18 @@ class Engine:
         table = self._table
         if frame.kind == KIND_PING and frame.session in table.own_sessions:
             counters = self._own if peer is None else peer.counters
-            self._refuse(counters, size, DropReason.OWN)
+            refuse(counters, size, DropReason.OWN)
             return
         if peer is None and self.key is not None:
-            if frame.kind == KIND_PING:
-                owner = table.by_session.get(frame.session)
-                if owner is not None:
-                    self._refuse(owner.counters, size, DropReason.STALE_SESSION)
-                    return
-            else:
-                owner = table.own_sessions.get(frame.session)
-                if (
-                    owner is not None
-                    and owner.sender is not None
-                    and self.peers.get(owner.address) is owner
-                    and table.may_move(owner, now)
-                    and self._control.acknowledges_new(owner.sender, frame)
-                ):
-                    table.move(owner, address)
-                    peer = owner
+            owner, moved = table.control_owner(frame, address, now, self._control.acknowledges_new)
+            if owner is not None and not moved:
+                refuse(owner.counters, size, DropReason.STALE_SESSION)
+                return
+            peer = owner
         if peer is None and frame.kind == KIND_PING:
             peer = table.open(address, now)
             if peer is None:
-                self._over_max_peers(size)
+                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
                 return
             table.known(peer, frame.session)
         if peer is None:
@@ -343,59 +350,11 @@ class Engine:
         counters.bytes_received += size
         self._control.receive(peer, frame, now)
 
-    def _moved(
-        self, owner: Peer, peer: Peer | None, frame: Frame, address: Address, size: int, now: float
-    ) -> Peer | None:
-        """A keyed frame of ``owner``'s session from another ``address``. A frame
-        received before is a duplicate wherever it comes from (a recording
-        played back); a fresh one moves the session there (NAT rebinding),
-        once it has been silent at its old one for RESTART_QUIET and unless
-        another peer is there. The peer to go on with (None: dropped)."""
-        stream = owner.unicast
-        parts = len(frame.parts)
-        if stream is not None and not self._reception.fresh(stream, frame):
-            self._refuse(owner.counters, size, DropReason.DUPLICATE, parts=parts)
-            return None
-        if peer is not None or not self._table.may_move(owner, now):
-            why = "from %s: a session still talking at another address, or this one is taken"
-            self._refuse(owner.counters, size, DropReason.STALE_SESSION, why, address, parts=parts)
-            return None
-        self._table.move(owner, address)
-        return owner
-
     def _alive(self, peer: Peer, now: float) -> None:
         """A frame of ``peer``'s current session came."""
         peer.last_activity = peer.heard = now
         if peer.state is not ConnectionState.ESTABLISHED:
             self.heard(peer, now)
-
-    def _refuse(
-        self,
-        counters: Counters,
-        size: int,
-        reason: DropReason,
-        why: str = "",
-        *args: object,
-        parts: int = 0,
-    ) -> None:
-        """Count a datagram (a bundle of ``parts`` messages: as many) dropped
-        before any stream saw it (``counters``: its peer's, or the endpoint's
-        own if it has none) and say ``why`` at DEBUG (nothing: a normal event,
-        only counted)."""
-        counters.datagrams_received += parts or 1
-        counters.bytes_received += size
-        counters.drop(reason, parts or 1)
-        if why and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("dropped a %d-byte datagram " + why, size, *args)
-
-    def _over_max_peers(self, size: int) -> None:
-        self._refuse(
-            self._own,
-            size,
-            DropReason.OVER_LIMIT,
-            "from a new peer: max_peers=%d are known",
-            self.config.max_peers,
-        )
 
     # -- what the other modules ask of the engine (control.Coordinator) --------------
 
@@ -546,16 +505,7 @@ class Engine:
         peer = self.live(peer, now)
         sender = peer.sender
         if sender is None:
-            config = self.config
-            sender = peer.sender = Sender(
-                peer.send_session,
-                max_datagram_size=config.max_datagram_size,
-                receive_window=config.reorder_window,
-                give_up_timeout=config.give_up_timeout,
-                key=self.key,
-                counters=peer.counters,
-                budget=self._budget,
-            )
+            sender = peer.sender = Sender.for_peer(peer, self.config, self.key, self._budget)
         sender.queue(view, encode_topic(topic), priority)
         peer.counters.messages_sent += 1
         peer.last_activity = now

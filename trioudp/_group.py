@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._config import make_config
-from ._endpoint import Serving, check_key, running
+from ._endpoint import Serving, running
+from ._keys import check_key
 from ._multicast import (
     broadcast_socket,
     group_destination,

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from ._control import AMPLIFICATION
 from ._events import PeerClosed, PeerMoved, PeerOpened
+from ._frame import KIND_PING
 from ._peer import Peer
-from ._reasons import LostReason
+from ._reasons import DropReason, LostReason
 from ._receiving import retire
 from ._state import ConnectionState
 from ._statistics import COUNTERS, Counters, EndpointStatistics, endpoint_statistics
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._delivery import Delivery
     from ._events import Event
+    from ._frame import Frame
     from ._message import Address
     from ._receiving import Reception, Stream
+    from ._reliable import Sender
 
 #: Without a key, a peer's new session replaces its current one only after the
 #: current one has been silent this long (seconds; see PeerTable.restarted).
@@ -197,6 +200,50 @@ class PeerTable:
         RESTART_QUIET (a NAT rebinding leaves the old address silent; a session
         id two peers happen to share, or a relay of fresh frames, does not)."""
         return now - peer.heard >= RESTART_QUIET
+
+    def follow(
+        self, owner: Peer, peer: Peer | None, frame: Frame, address: Address, now: float
+    ) -> DropReason | None:
+        """A keyed frame of ``owner``'s session from another ``address`` (where
+        ``peer`` is, if any). A frame received before is a duplicate wherever
+        it comes from (a recording played back); a fresh one moves the session
+        there (NAT rebinding), once it has been silent at its old address for
+        RESTART_QUIET and unless another peer is there. None: moved; else why
+        the frame is refused."""
+        stream = owner.unicast
+        if stream is not None and not self._reception.fresh(stream, frame):
+            return DropReason.DUPLICATE
+        if peer is not None or not self.may_move(owner, now):
+            return DropReason.STALE_SESSION
+        self.move(owner, address)
+        return None
+
+    def control_owner(
+        self,
+        frame: Frame,
+        address: Address,
+        now: float,
+        acknowledges_new: Callable[[Sender, Frame], bool],
+    ) -> tuple[Peer | None, bool]:
+        """With a key, whose a control frame from an unknown address is: a PING
+        of a session known elsewhere is that peer's, and opens nothing (a
+        recording, or a peer whose next data frame or ACK moves it); an ACK that
+        names our session towards a peer and acknowledges something new moves
+        that peer here, as a fresh data frame does. (peer, moved); (None,
+        False): nobody's."""
+        if frame.kind == KIND_PING:
+            return self.by_session.get(frame.session), False
+        owner = self.own_sessions.get(frame.session)
+        if (
+            owner is not None
+            and owner.sender is not None
+            and self.peers.get(owner.address) is owner
+            and self.may_move(owner, now)
+            and acknowledges_new(owner.sender, frame)
+        ):
+            self.move(owner, address)
+            return owner, True
+        return None, False
 
     def move(self, peer: Peer, address: Address) -> None:
         """A keyed peer's session came, fresh, from ``address`` (NAT rebinding):

@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     from typing_extensions import Buffer
 
     from ._budget import Budget
+    from ._config import Config
+    from ._peer import Peer
     from ._statistics import Counters
 
 #: RFC 9002 §6.1.1: a datagram is lost once one sent this many later is acknowledged.
@@ -237,6 +239,19 @@ class Sender:
         self._ping_due = False
         #: Why the sender stopped, once it has.
         self.failure: LostReason | None = None
+
+    @classmethod
+    def for_peer(cls, peer: Peer, config: Config, key: bytes | None, budget: Budget) -> Sender:
+        """The sender of ``peer``'s reliable messages, on its send session."""
+        return cls(
+            peer.send_session,
+            max_datagram_size=config.max_datagram_size,
+            receive_window=config.reorder_window,
+            give_up_timeout=config.give_up_timeout,
+            key=key,
+            counters=peer.counters,
+            budget=budget,
+        )
 
     # -- the application's side ---------------------------------------------------
 
