@@ -13,12 +13,13 @@ receiver of what we sent there knows: our PING is the challenge), what the
 engine sends it by itself comes to at most three times the bytes received
 from it: ACKs, REJECTs and keepalive PINGs here, and the reliable sender's
 retransmissions and probes (``Sender.transmit``; a probe round that cannot
-send a fragment sends a PING). The first transmission of what the application
-sends is its own choice, and not counted. An ACK that does not fit loses ranges, down
-to none, before it is withheld; anything else that does not fit is withheld
-(``control_suppressed``; a reliable fragment waits, and fails at
-``give_up_timeout`` if the address never answers). So a spoofed source address
-cannot turn an endpoint into an amplifier of anything it sends by itself. Sizes are those of the frames as encoded (with a key, a 16-byte
+send a fragment sends a PING). The first transmission of what the
+application sends is its own choice, and not counted. An ACK that does not
+fit loses ranges, down to none, before it is withheld; anything else that
+does not fit is withheld (``control_suppressed``; a reliable fragment waits,
+and fails at ``give_up_timeout`` if the address never answers). So a spoofed
+source address cannot turn an endpoint into an amplifier of anything it sends
+by itself. Sizes are those of the frames as encoded (with a key, a 16-byte
 tag rather than a 4-byte CRC).
 
 In. An ACK goes to the peer's sender (for this peer's session only); a PING is

@@ -46,7 +46,6 @@ from ._events import (
     StateChanged,
     assert_never,
 )
-from ._frame import byte_view
 from ._keys import check_key, session_id_now
 from ._multicast import check_priority
 from ._peer import LostPeer
@@ -430,22 +429,22 @@ class Endpoint:
         needed; the engine sends them (small ones several to a datagram when
         they queue up). Gives the peer they went to."""
         engine = self._engine
-        engine.check(payloads)
+        views = engine.check(payloads)
         encode_topic(topic)
         live = engine.live(peer, trio.current_time())
         if live is not peer:
             self._after_engine()  # a new peer for the address: its Connection
             peer = live
         waited = False
-        for payload in payloads:
-            while not engine.has_room(peer, len(byte_view(payload))):
+        for view in views:
+            while not engine.has_room(peer, view.nbytes):
                 self._after_engine()
                 await self._wait_for(peer)
                 waited = True
             if not waited:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 waited = True
-            engine.queue(peer, payload, trio.current_time(), topic=topic, priority=priority)
+            engine.queue(peer, view, trio.current_time(), topic=topic, priority=priority)
         return peer
 
     async def _flush(self, peer: Peer) -> None:

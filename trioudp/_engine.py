@@ -511,9 +511,10 @@ class Engine:
         peer.last_activity = now
         self._ready[peer] = None
 
-    def check(self, payloads: Sequence[Buffer]) -> None:
-        """Raise as ``send`` would if any of ``payloads`` cannot be sent."""
-        self._encoder.checked(payloads)
+    def check(self, payloads: Sequence[Buffer]) -> list[memoryview]:
+        """Raise as ``send`` would if any of ``payloads`` cannot be sent; else
+        each one's bytes."""
+        return self._encoder.checked(payloads)
 
     def has_room(self, peer: Peer, payload: int) -> bool:
         """Whether ``peer``'s reliable sender takes another message of

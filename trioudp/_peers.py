@@ -6,8 +6,10 @@ mode), up to ``max_peers``; datagrams from further new addresses are dropped
 makes room by forgetting the least recently active peer. A unicast frame with
 a new session id may mean the peer restarted (``restarted`` says when): a
 server's old Peer is closed (REPLACED) and a new one opened that remembers the
-last few session ids as stale. Group destinations (multicast groups, broadcast addresses) have send
-state of their own, outside the table.
+last few session ids as stale. With a key, a peer is also known by its session
+wherever it comes from (``follow``, ``control_owner``). Group destinations
+(multicast groups, broadcast addresses) have send state of their own, outside
+the table.
 """
 
 from __future__ import annotations
@@ -123,8 +125,7 @@ class PeerTable:
         for stream in peer.streams():
             stale = reason is LostReason.REPLACED and stream is peer.unicast
             reception.end_stream(peer, stream, stale=stale)
-        if peer.known_as is not None and self.by_session.get(peer.known_as) is peer:
-            del self.by_session[peer.known_as]
+        self._unindex(peer)
         peer.unicast = None
         peer.groups = {}
         peer.closed = True
@@ -189,10 +190,13 @@ class PeerTable:
         the session of the PING that opened it) wherever it comes from."""
         if self._key is None:
             return
-        if peer.known_as is not None and self.by_session.get(peer.known_as) is peer:
-            del self.by_session[peer.known_as]
+        self._unindex(peer)
         peer.known_as = session
         self.by_session[session] = peer
+
+    def _unindex(self, peer: Peer) -> None:
+        if peer.known_as is not None and self.by_session.get(peer.known_as) is peer:
+            del self.by_session[peer.known_as]
 
     def may_move(self, peer: Peer, now: float) -> bool:
         """Whether a keyed peer's session, fresh from another address, moves

@@ -412,21 +412,7 @@ class Sender:
         """Send ``fragments`` in one datagram (none: a PING), if it fits in
         ``room`` bytes; its size, or None (nothing changed) if it does not."""
         packet = self._next_packet
-        if not fragments:
-            datagram = encode_control(
-                KIND_PING,
-                self.session,
-                self.oldest(),
-                b"",
-                self._seal,
-                authenticated=self._key is not None,
-            )
-            if len(datagram) > room:
-                return None
-            self._next_packet += 1
-            out.append((datagram, None))
-            self._counters.pings_sent += 1
-        else:
+        if fragments:
             first = fragments[0]
             bundled = len(fragments) > 1
             datagram = encode_reliable(
@@ -441,15 +427,28 @@ class Sender:
                 authenticated=self._key is not None,
                 bundled=bundled,
             )
-            if len(datagram) > room:
-                return None
-            self._next_packet += 1
+        else:
+            datagram = encode_control(
+                KIND_PING,
+                self.session,
+                self.oldest(),
+                b"",
+                self._seal,
+                authenticated=self._key is not None,
+            )
+        if len(datagram) > room:
+            return None
+        self._next_packet += 1
+        if fragments:
             for fragment in fragments:
                 fragment.latest = packet
                 fragment.sent_as.append(packet)
             self._in_flight[packet] = _Sent(fragments, len(datagram), now)
             self.bytes_in_flight += len(datagram)
-            out.append((datagram, first.priority))
+            out.append((datagram, fragments[0].priority))
+        else:
+            out.append((datagram, None))
+            self._counters.pings_sent += 1
         self._last_eliciting = now
         if self._waiting_since is None:
             self._waiting_since = now

@@ -128,6 +128,7 @@ class Timers:
         while heap and heap[0][0] <= now:
             deadline, _, peer = heapq.heappop(heap)
             if peer.closed or deadline != peer.timer_at:
+                self._stale = max(self._stale - 1, 0)
                 continue  # stale: the peer was re-armed earlier, or is gone
             peer.timer_at = inf
             return peer
