@@ -9,7 +9,8 @@ per message, ``receive_batch()``, and a ``serve()`` handler iterating its
 connection. The table gives, per consumer: its rate on a pre-filled backlog,
 the messages it got per second under the flood, their ratio, what trioudp
 decoded and then dropped (``messages_overflow_dropped``), and what the kernel
-dropped for want of room in the socket buffer (Linux, from /proc/net/udp).
+dropped for want of room in the socket buffer (``datagrams_kernel_dropped``,
+Linux).
 
     python bench/flood.py [--seconds S] [--count N] [--rounds R] [--json FILE]
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import platform
 import socket
 import subprocess
@@ -57,21 +57,6 @@ while sent < 50_000_000:  # each numbered: a window never sees a number twice
     sent += 1
 print(sent)
 """
-
-
-def kernel_drops(sock: socket.socket | trio.socket.SocketType) -> int:
-    """The kernel's drop count for this socket (Linux /proc/net/udp; 0 elsewhere)."""
-    inode = os.fstat(sock.fileno()).st_ino
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            return 0
-        for line in lines:
-            fields = line.split()
-            if int(fields[9]) == inode:
-                return int(fields[-1])
-    return 0
 
 
 class Tally:
@@ -143,19 +128,20 @@ async def flood_rate(how: str, seconds: float) -> dict[str, float]:
             stdout=subprocess.PIPE,
         )
         await trio.sleep(0.2)  # let the flood begin
-        dropped_before = kernel_drops(server.socket)
+        before = server.statistics()
         start = time.perf_counter()
         tally = await consume(server, how, trio.current_time() + seconds - 0.4, 1 << 62)
         taken, elapsed = tally.taken, time.perf_counter() - start
-        stats = server.statistics()
-        dropped = kernel_drops(server.socket) - dropped_before
+        after = server.statistics()
+        overflow = after.messages_overflow_dropped - before.messages_overflow_dropped
+        dropped = after.datagrams_kernel_dropped - before.datagrams_kernel_dropped
         await process.wait()
         assert process.stdout is not None
         sent = int((await process.stdout.receive_some()).decode() or 0)
     return {
         "delivered_per_second": taken / elapsed,
         "sent_per_second": sent / seconds,
-        "overflow_dropped": float(stats.messages_overflow_dropped),
+        "overflow_dropped": float(overflow),
         "kernel_dropped": float(dropped),
     }
 

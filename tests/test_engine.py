@@ -81,6 +81,27 @@ def test_reorder_buffer_waits_then_skips_the_gap() -> None:
     assert e.statistics().messages_lost == 1
 
 
+def test_while_the_kernel_drops_a_gap_is_given_up_at_once() -> None:
+    # The kernel dropped datagrams for want of room (the transport says so): the
+    # missing message is one of them and will not come, so waiting for it would
+    # only hold up the ones behind it (and, released together, overflow the
+    # queue its consumer is emptying).
+    e = engine(reorder_timeout=10.0)
+    e.delivery.kernel_dropping = True
+    m = stream([b"a", b"b", b"c", b"d", b"e", b"f"])
+    assert [x.payload for x in feed(e, m[0] + m[2] + m[3])] == [b"a", b"c", b"d"]
+    assert e.statistics().messages_lost == 1
+    assert e.statistics().datagrams_pending == 0
+    assert feed(e, m[1]) == []  # it came after all: late
+    assert e.statistics().datagrams_late == 1
+    # Once the kernel keeps up again, a gap waits for its message as before.
+    e.delivery.kernel_dropping = False
+    assert feed(e, m[5]) == []
+    assert e.statistics().datagrams_pending == 1
+    assert [x.payload for x in feed(e, m[4])] == [b"e", b"f"]
+    assert_accounted(e.statistics())
+
+
 def test_gap_filled_in_time_delivers_everything_in_order() -> None:
     e = engine()
     m = stream([b"a", b"b", b"c"])

@@ -140,7 +140,13 @@ class Config:
     overflow: Overflow = attrs.field(default="drop_oldest", validator=_overflow)
     """What a full receive channel does with a new message: ``"drop_oldest"``
     makes room by dropping its oldest one, ``"drop_newest"`` drops the new one.
-    Either way the drop is counted and the socket keeps being read."""
+    Either way the drop is counted. While the channel's consumer keeps taking
+    messages, the socket is read only as fast as it takes them: what it cannot
+    take yet waits in the kernel's buffer (whose drops are counted as
+    ``datagrams_kernel_dropped``) rather than being decoded and dropped, so a
+    flood costs the consumer nothing. A consumer that stops taking (or waits on
+    something else) holds nothing up: the socket is read on for the other
+    peers, and its full channel applies this policy."""
 
     max_peers: int = attrs.field(default=10_000, validator=_integer(1, 2**24))
     """Peers an endpoint keeps state for; datagrams from further new peers are

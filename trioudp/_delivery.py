@@ -5,10 +5,14 @@ A connection's messages go to its own queue once something receives from it
 ``receive()``); until then to the server's shared queue. A client's one
 connection has its own from the start.
 
-Queues are bounded and never push back on the socket: a full one applies the
-``overflow`` policy (drop its oldest message, or the new one; counted), so one
-slow consumer never stalls the reading of the socket for everyone else. Full
-means ``channel_capacity`` messages, ``channel_bytes`` of payload, or no room
+Queues are bounded. A message that fills its queue sets ``filled``: the
+transport stops reading for this turn and the receive task lets the
+consumer run (a scheduler turn or two) before it reads on, so the socket is
+read as fast as consumers take and a flood's excess waits in the kernel,
+undecoded. A consumer that does not take within those turns holds nothing
+up: the socket is read on, and its full queue applies the ``overflow`` policy
+(drop its oldest message, or the new one; counted), so one slow consumer
+never stalls the reading of the socket for everyone else. Full means ``channel_capacity`` messages, ``channel_bytes`` of payload, or no room
 left in the endpoint's ``total_buffer_bytes`` (every waiting message is
 charged its real cost, see _budget.py). A reliable endpoint's messages were
 acknowledged, so its queues never drop them: the engine admitted each one
@@ -101,6 +105,19 @@ class Delivery:
         #: Ended queues with messages nobody has taken yet, and when those go.
         self.lingering: deque[tuple[float, Queue]] = deque()
         self._linger = config.idle_timeout if config.idle_timeout is not None else LINGER
+        #: A message just filled its queue (or the budget): the transport stops
+        #: reading the socket for this turn, so that what the consumer cannot
+        #: take yet waits in the kernel rather than being decoded and dropped.
+        #: The transport clears it.
+        self.filled = False
+        #: How many times the application has taken from a queue: the receive
+        #: task, paused by ``filled``, reads on once a consumer has taken.
+        self.takes = 0
+        #: The kernel has lately dropped datagrams for want of room in the
+        #: socket's buffer (the transport says, from its count): a gap in an
+        #: unreliable stream is then almost surely one of them, and is given up
+        #: at once rather than waited for (``reorder_timeout``).
+        self.kernel_dropping = False
 
     # -- the engine's side ---------------------------------------------------------
 
@@ -120,15 +137,22 @@ class Delivery:
             # acknowledged: it is counted until the application takes it.
             peer.buffered += cost
             peer.queued += 1
-        else:
-            while (
-                len(items) >= self._capacity
-                or queue.payload_bytes + size > self._byte_limit
-                or budget.total + cost > budget.total_limit
-            ):
-                if not self._drop_oldest or not self._drop_first(queue):
-                    self._count_dropped(peer, message, delivered=False)
-                    return
+        elif (
+            len(items) + 1 < self._capacity
+            and queue.payload_bytes + 2 * size <= self._byte_limit
+            and budget.total + cost <= budget.total_limit
+        ):
+            pass  # room for this one and one more like it: the usual case
+        elif len(items) < self._capacity and queue.payload_bytes + size <= self._byte_limit:
+            if budget.total + cost > budget.total_limit and not self._make_room(queue, size, cost):
+                self._count_dropped(peer, message, delivered=False)
+                return
+            # This message fills its queue: the reading of the socket pauses
+            # for its consumer (see ``filled``).
+            self.filled = True
+        elif not self._make_room(queue, size, cost):
+            self._count_dropped(peer, message, delivered=False)
+            return
         items.append(message)
         queue.payload_bytes += size
         budget.total += cost
@@ -149,6 +173,20 @@ class Delivery:
             queue.error_queued = True
             queue.items.append(error)
             self._wake(queue)
+
+    def _make_room(self, queue: Queue, size: int, cost: int) -> bool:
+        """The ``overflow`` policy for a message that does not fit: drop the
+        oldest until it does (False if it cannot: ``drop_newest``, or the queue
+        is empty and the endpoint's budget still has no room)."""
+        budget = self._budget
+        while (
+            len(queue.items) >= self._capacity
+            or queue.payload_bytes + size > self._byte_limit
+            or budget.total + cost > budget.total_limit
+        ):
+            if not self._drop_oldest or not self._drop_first(queue):
+                return False
+        return True
 
     def _drop_first(self, queue: Queue) -> bool:
         """Make room by dropping the queue's oldest item; False if it is empty."""
@@ -214,6 +252,7 @@ class Delivery:
         if items and isinstance(items[0], Unreachable):
             queue.error_queued = False
             return items.popleft()  # type: ignore[return-value]
+        self.takes += 1
         taken: list[Message] = []
         budget = self._budget
         reliable = self._reliable
@@ -248,6 +287,7 @@ class Delivery:
         if type(item) is Unreachable:
             queue.error_queued = False
             return item
+        self.takes += 1
         self._release(queue, item)  # type: ignore[arg-type]
         return item
 

@@ -53,7 +53,7 @@ from ._reasons import LostReason
 from ._sending import encode_topic
 from ._sockethook import is_fake
 from ._sockets import AddressBook, adopt_socket, client_socket, peer_name, server_socket
-from ._transport import Sent, Transport
+from ._transport import Drained, Sent, Transport
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -75,6 +75,12 @@ if TYPE_CHECKING:
 #: System calls that sent datagrams (over any number of ``send()`` calls)
 #: before the sending task lets other tasks run.
 SEND_BATCH = 16
+#: Scheduler turns the receive task waits, after a message filled its queue,
+#: for a consumer to take from it, so that the socket is read as fast as
+#: consumers take. A consumer that does not take by then (stalled, or waiting on
+#: something else) holds nothing up: the socket is read on for the other
+#: peers, and its full queue applies its overflow policy.
+FILLED_TURNS = 2
 
 
 class Endpoint:
@@ -213,16 +219,27 @@ class Endpoint:
 
     async def _receive_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
         wait_readable = self._wait_readable
-        drain = self._transport.drain
+        transport = self._transport
+        drain = transport.drain
+        delivery = self._engine.delivery
         checkpoint = trio.lowlevel.checkpoint
         task_status.started()
         while True:
-            full = drain(trio.current_time())
+            drained = drain(trio.current_time())
             self._after_engine()
-            if full:
-                await checkpoint()
-            else:
+            if drained is not Drained.EMPTY or delivery.kernel_dropping:
+                # Busy (or lately overrun): is the kernel dropping datagrams?
+                transport.check_drops()
+            if drained is Drained.EMPTY:
                 await wait_readable()
+            elif drained is Drained.MORE:
+                await checkpoint()
+            else:  # A message filled its queue: its consumer runs first.
+                takes = delivery.takes
+                for _ in range(FILLED_TURNS):
+                    await checkpoint()
+                    if delivery.takes != takes:
+                        break
 
     async def _timer_loop(self) -> None:
         engine = self._engine
@@ -515,12 +532,7 @@ class Endpoint:
 
     def statistics(self) -> EndpointStatistics:
         """Totals over every peer this endpoint has known (a snapshot)."""
-        transport = self._transport
-        return self._engine.statistics(
-            receive_errors=transport.receive_errors,
-            datagrams_offloaded=transport.datagrams_offloaded,
-            datagrams_coalesced=transport.datagrams_coalesced,
-        )
+        return self._engine.statistics(**self._transport.figures())
 
 
 class Serving(Endpoint, Receiving):

@@ -154,7 +154,11 @@ class Engine:
         self.connected = connected_to is not None
         self._budget = Budget(config)
         self._output = Output()
-        self._delivery = Delivery(config, self._budget, self._own, shared=not self.connected)
+        #: The receive queues; the shell reads their pacing figures (``filled``,
+        #: ``takes``, ``kernel_dropping``).
+        self.delivery = self._delivery = Delivery(
+            config, self._budget, self._own, shared=not self.connected
+        )
         self._reception = Reception(
             config, self._budget, self._delivery, self.arm, reliable=config.reliable
         )
@@ -739,17 +743,9 @@ class Engine:
 
     # -- statistics ---------------------------------------------------------------------
 
-    def statistics(
-        self, *, receive_errors: int = 0, datagrams_offloaded: int = 0, datagrams_coalesced: int = 0
-    ) -> EndpointStatistics:
-        """Totals over every peer, with the transport's own figures."""
-        return self._table.statistics(
-            self._own,
-            bytes_buffered=self._budget.total,
-            receive_errors=receive_errors,
-            datagrams_offloaded=datagrams_offloaded,
-            datagrams_coalesced=datagrams_coalesced,
-        )
+    def statistics(self, **transport: int) -> EndpointStatistics:
+        """Totals over every peer, with the transport's own figures (``Transport.figures``)."""
+        return self._table.statistics(self._own, bytes_buffered=self._budget.total, **transport)
 
     def peer_statistics(self, peer: Peer) -> PeerStatistics:
         return peer.statistics()

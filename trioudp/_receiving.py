@@ -380,6 +380,14 @@ class Reception:
         self._charge(peer, window.pending_cost - before)
         self._deliver(peer)
         if window.pending and stream.acks is None:
+            if self._delivery.kernel_dropping:
+                # A gap is then almost surely a datagram the kernel dropped:
+                # given up at once rather than waited for.
+                before = window.pending_cost
+                window.flush(out, peer.counters)
+                self._charge(peer, window.pending_cost - before)
+                self._deliver(peer)
+                return
             self._arm(peer)
             if not self._budget.fits(peer, 0):
                 self._relieve(peer, 0, keep=None)

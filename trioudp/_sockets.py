@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket as stdlib_socket
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -17,6 +18,25 @@ if TYPE_CHECKING:
 
 #: Sockets made before giving up on one that is not connected to itself.
 SELF_CONNECT_ATTEMPTS = 8
+
+
+#: Linux's SO_MEMINFO (not in the socket module): the socket's memory figures,
+#: the ninth of which (SK_MEMINFO_DROPS) counts what the kernel dropped for it.
+SO_MEMINFO = 55
+_MEMINFO_SIZE = 9 * 4
+
+
+def kernel_drops(sock: stdlib_socket.socket) -> int | None:
+    """Datagrams the kernel dropped for ``sock`` since it was made, chiefly for
+    want of room in its receive buffer (the count SO_RXQ_OVFL reports); None
+    where the kernel does not say (not Linux, or before 4.12)."""
+    try:
+        info = sock.getsockopt(stdlib_socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _MEMINFO_SIZE:
+        return None
+    return int.from_bytes(info[32:36], sys.byteorder)
 
 
 def check_port(port: object) -> int:

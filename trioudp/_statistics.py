@@ -1,8 +1,9 @@
 """Statistics: mutable counters in the engine, frozen snapshots for users.
 
-The accounting identity (docs/protocol.md, tested): every datagram received
-ends in exactly one outcome, or is still pending in a reassembly or reorder
-buffer::
+The accounting identity (docs/protocol.md, tested): every datagram that
+reaches the socket is received or dropped by the kernel
+(``datagrams_kernel_dropped``, Linux), and every datagram received ends in
+exactly one outcome, or is still pending in a reassembly or reorder buffer::
 
     datagrams_received == datagrams_delivered + datagrams_duplicate
         + datagrams_late + datagrams_crc_error + datagrams_malformed
@@ -237,12 +238,20 @@ class EndpointStatistics(PeerStatistics):
     """Peers that have become known."""
     peers_closed: int
     """Peers forgotten: idle, replaced by a restart, or their handler returned."""
-    receive_errors: int
+    receive_errors: int = 0
     """Errors the kernel reported when reading the socket (counted, not raised)."""
-    datagrams_offloaded: int
+    datagrams_offloaded: int = 0
     """Datagrams sent in GSO runs: several per system call (``offload``)."""
-    datagrams_coalesced: int
+    datagrams_coalesced: int = 0
     """Datagrams that arrived several per read, coalesced by the kernel (GRO)."""
+    datagrams_kernel_dropped: int = 0
+    """Datagrams that reached the socket and were dropped by the kernel for want
+    of room in its receive buffer, since the endpoint took the socket (Linux,
+    from the count SO_RXQ_OVFL and SO_MEMINFO report; 0 elsewhere). They never
+    count as ``datagrams_received``: every datagram that arrived is received or
+    dropped here. Under a flood the socket is read only as fast as the
+    application takes messages, so what it cannot take is dropped here, in
+    the kernel, undecoded (docs/performance.md)."""
     bytes_buffered: int = 0
     """What the endpoint holds right now for its peers and the application:
     partial messages, reorder buffers, messages waiting in receive channels and

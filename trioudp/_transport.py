@@ -3,7 +3,12 @@
 
 Receiving. ``drain`` reads datagrams with ``recvfrom_into`` into one
 preallocated buffer until the kernel has none left or RECEIVE_BATCH were read,
-feeding each to the engine (with GRO on, several per read, cut apart again).
+feeding each to the engine (with GRO on, several per read, cut apart again),
+or until a message fills its receive queue: then the receive task lets that
+queue's consumer run before it reads on, so that under a flood what the
+consumer cannot take yet stays in the kernel (whose drops are counted,
+``kernel_drops``) rather than being decoded only to be dropped (receive
+livelock; Mogul and Ramakrishnan, 1997).
 
 Sending. Datagrams go out in the order the engine made them: one per system
 call, or with UDP GSO a run of equal-sized datagrams to one address in one
@@ -40,6 +45,7 @@ from ._offload import (
     segment_cmsg,
     split_coalesced,
 )
+from ._sockets import kernel_drops
 
 if TYPE_CHECKING:
     import socket as stdlib_socket
@@ -54,6 +60,19 @@ logger = logging.getLogger(__name__)
 
 #: Datagrams read per batch before the receive task lets other tasks run.
 RECEIVE_BATCH = 128
+
+
+class Drained(enum.IntEnum):
+    """Why ``drain`` stopped."""
+
+    #: The socket has nothing more: wait until it is readable.
+    EMPTY = 0
+    #: RECEIVE_BATCH were read (or GRO was just turned on): read on after a checkpoint.
+    MORE = 1
+    #: A message filled its receive queue: read on once its consumer has run.
+    FILLED = 2
+
+
 #: ENOBUFS back-off: the first wait, doubled up to the last (about 0.5 s in all).
 NOBUFS_FIRST_WAIT = 0.001
 NOBUFS_LAST_WAIT = 0.256
@@ -167,6 +186,8 @@ class Transport:
         self._on_engine = on_engine
         self._config = config
         self._engine = engine
+        #: The receive queues: a message that fills one ends a drain.
+        self._delivery = engine.delivery
         self._remote = remote
         self._wait_writable = wait_writable
         #: Segmentation offload (Linux): several datagrams per system call.
@@ -198,53 +219,65 @@ class Transport:
         #: The errno of the last datagram that found no room (for a drop).
         self._no_room = errno.ENOBUFS
         self.closed = False
+        #: The kernel's drop count for the socket when last read (None: the
+        #: kernel does not say), and what it has counted since the endpoint
+        #: took the socket.
+        self._drops_seen: int | None = kernel_drops(sock) if real else None
+        self.datagrams_kernel_dropped: int = 0
         self.receive_errors = 0
         self.datagrams_offloaded = 0
         self.datagrams_coalesced = 0
 
     # -- receiving ----------------------------------------------------------------------
 
-    def drain(self, now: float) -> bool:
-        """Read datagrams into the engine until the socket has none left (False)
-        or RECEIVE_BATCH were read, or GRO was just turned on (True)."""
+    def drain(self, now: float) -> Drained:
+        """Read datagrams into the engine until the socket has none left, or
+        RECEIVE_BATCH were read, or GRO was just turned on, or a message filled
+        its receive queue."""
         if self.gro:
             return self._drain_coalesced(now)
         buffer = self._buffer
         receive_datagram = self._engine.receive_datagram
         recvfrom_into = self._sock.recvfrom_into
         view = memoryview(buffer)
+        delivery = self._delivery
+        delivery.filled = False
         for _ in range(RECEIVE_BATCH):
             try:
                 size, address = recvfrom_into(buffer)
             except BlockingIOError:
-                return False
+                return Drained.EMPTY
             except OSError as exc:
                 if not self._receive_error(exc, now):
-                    return False
+                    return Drained.EMPTY
                 continue
             receive_datagram(view[:size], address, now)
+            if delivery.filled:
+                return Drained.FILLED
             if size >= GRO_WORTHWHILE and self._gro_possible:
                 self._gro_possible = False
                 self.gro = enable_gro(self._sock)
                 if self.gro:
-                    return True
-        return True
+                    return Drained.MORE
+        return Drained.MORE
 
-    def _drain_coalesced(self, now: float) -> bool:
+    def _drain_coalesced(self, now: float) -> Drained:
         """``drain`` with GRO on: a read may bring several datagrams of one size
         (the last may be shorter), which go to the engine one by one."""
         receive_datagram = self._engine.receive_datagram
         recvmsg_into = self._sock.recvmsg_into
         buffers = [self._buffer]
         view = memoryview(self._buffer)
+        delivery = self._delivery
+        delivery.filled = False
         for _ in range(RECEIVE_BATCH):
             try:
                 size, ancillary, _flags, address = recvmsg_into(buffers, GRO_ANCILLARY_SIZE)
             except BlockingIOError:
-                return False
+                return Drained.EMPTY
             except OSError as exc:
                 if not self._receive_error(exc, now):
-                    return False
+                    return Drained.EMPTY
                 continue
             segment = gro_segment_size(ancillary) if ancillary else 0
             if segment:
@@ -253,7 +286,35 @@ class Transport:
                     receive_datagram(datagram, address, now)
             else:
                 receive_datagram(view[:size], address, now)
+            if delivery.filled:
+                return Drained.FILLED
+        return Drained.MORE
+
+    def check_drops(self) -> None:
+        """Read the kernel's drop count and tell the engine whether it is
+        dropping (after a drain that found the socket busy, or while it was)."""
+        self._delivery.kernel_dropping = self.read_drops()
+
+    def read_drops(self) -> bool:
+        """Bring ``datagrams_kernel_dropped`` up to date; whether it grew."""
+        if self._drops_seen is None or self.closed:
+            return False
+        drops = kernel_drops(self._sock)
+        if drops is None or drops == self._drops_seen:
+            return False
+        self.datagrams_kernel_dropped += (drops - self._drops_seen) % (1 << 32)  # a u32
+        self._drops_seen = drops
         return True
+
+    def figures(self) -> dict[str, int]:
+        """The transport's own figures for the endpoint's statistics."""
+        self.read_drops()
+        return {
+            "receive_errors": self.receive_errors,
+            "datagrams_offloaded": self.datagrams_offloaded,
+            "datagrams_coalesced": self.datagrams_coalesced,
+            "datagrams_kernel_dropped": self.datagrams_kernel_dropped,
+        }
 
     def _receive_error(self, exc: OSError, now: float) -> bool:
         """An error reading the socket: counted, never the end of the endpoint
@@ -535,6 +596,7 @@ class Transport:
         self._pending.clear()
 
     def close(self) -> None:
+        self.read_drops()
         self.closed = True
         self._forget_pending()
 
