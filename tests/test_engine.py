@@ -81,24 +81,35 @@ def test_reorder_buffer_waits_then_skips_the_gap() -> None:
     assert e.statistics().messages_lost == 1
 
 
-def test_while_the_kernel_drops_a_gap_is_given_up_at_once() -> None:
-    # The kernel dropped datagrams for want of room (the transport says so): the
-    # missing message is one of them and will not come, so waiting for it would
-    # only hold up the ones behind it (and, released together, overflow the
-    # queue its consumer is emptying).
-    e = engine(reorder_timeout=10.0)
+def test_while_the_kernel_drops_a_gap_that_would_fill_the_queue_is_given_up_at_once() -> None:
+    # The kernel dropped datagrams for want of room (the transport says so), and
+    # messages pile up behind a gap (here: as many as fill their queue): the
+    # missing message is one of the kernel's drops and will not come, so waiting
+    # for it would only release them together, more than the queue can take.
+    e = engine(reorder_timeout=10.0, channel_capacity=4)
     e.delivery.kernel_dropping = True
-    m = stream([b"a", b"b", b"c", b"d", b"e", b"f"])
-    assert [x.payload for x in feed(e, m[0] + m[2] + m[3])] == [b"a", b"c", b"d"]
-    assert e.statistics().messages_lost == 1
-    assert e.statistics().datagrams_pending == 0
+    m = stream([b"%d" % i for i in range(8)])
+    # 0 is delivered (room for 3 more); 2 and 3 wait behind the gap; with 4 the
+    # waiting ones fill the room: the gap is given up.
+    assert [x.payload for x in feed(e, m[0] + m[2] + m[3] + m[4])] == [b"0", b"2", b"3", b"4"]
+    stats = e.statistics()
+    assert (stats.messages_lost, stats.datagrams_pending, stats.messages_overflow_dropped) == (
+        1,
+        0,
+        0,
+    )
     assert feed(e, m[1]) == []  # it came after all: late
     assert e.statistics().datagrams_late == 1
-    # Once the kernel keeps up again, a gap waits for its message as before.
-    e.delivery.kernel_dropping = False
-    assert feed(e, m[5]) == []
+    # A gap with one message behind it still waits for its message, kernel
+    # drops or not: another stream's flood does not cost this one its order.
+    assert feed(e, m[6]) == []
     assert e.statistics().datagrams_pending == 1
-    assert [x.payload for x in feed(e, m[4])] == [b"e", b"f"]
+    assert [x.payload for x in feed(e, m[5])] == [b"5", b"6"]
+    # Once the kernel keeps up again, a gap waits as before, however full.
+    e.delivery.kernel_dropping = False
+    late = stream([b"%d" % i for i in range(8, 13)], first=8)
+    assert feed(e, late[1] + late[2] + late[3] + late[4]) == []
+    assert e.statistics().datagrams_pending == 4
     assert_accounted(e.statistics())
 
 
@@ -734,3 +745,28 @@ def test_a_made_up_session_cannot_keep_a_quiet_client_out() -> None:
     assert len(real) == 90 - forged
     assert real[-1] == b"t178"
     assert_accounted(server.statistics())
+
+
+def test_a_full_budget_does_not_pause_the_reading_for_each_datagram() -> None:
+    # The transport stops reading when a message fills its queue (so that its
+    # consumer runs first); a queue with room left, in an endpoint whose
+    # total_buffer_bytes is what is full, must not stop it at every datagram:
+    # no consumer taking from that queue would make room.
+    e = engine(
+        total_buffer_bytes=64 * 1024,
+        peer_buffer_bytes=64 * 1024,
+        channel_bytes=64 * 1024,
+        max_message_size=1200,
+        channel_capacity=10_000,
+    )
+    m = stream([b"x" * 1000 for _ in range(200)], size=1200)
+    filled: list[bool] = []
+    for datagrams in m:
+        e.delivery.filled = False
+        for datagram in datagrams:
+            e.receive_datagram(datagram, A, 0.0)
+        filled.append(e.delivery.filled)
+    stats = e.statistics()
+    assert stats.messages_overflow_dropped > 0  # the budget was met
+    assert not any(filled)
+    assert_accounted(stats)

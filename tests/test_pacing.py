@@ -20,7 +20,15 @@ from trioudp.testing import FakeNetwork
 SERVER = ("10.0.0.1", 5000)
 PEER = ("10.0.0.2", 7000)
 OTHER = ("10.0.0.3", 7000)
-CONSUMERS = ["async for", "receive() in fail_after", "receive_batch()", "serve() handler"]
+CONSUMERS = [
+    "async for",
+    "receive() in fail_after",
+    "receive_batch()",
+    "serve() handler",
+    "async for, awaiting 1 time",
+    "async for, awaiting 3 times",
+    "async for, through a memory channel",
+]
 
 
 async def take(server: trioudp.UDPServer, how: str, count: int) -> list[int | None]:
@@ -35,6 +43,30 @@ async def take(server: trioudp.UDPServer, how: str, count: int) -> list[int | No
         while len(got) < count:
             with trio.fail_after(1):
                 got.append((await server.receive()).sequence)
+    elif how.startswith("async for, awaiting"):
+        # A consumer that awaits a few times per message: as one that sends a
+        # reply or passes each message on does.
+        awaits = int(how.split()[3])
+        async for message in server:
+            got.append(message.sequence)
+            for _ in range(awaits):
+                await trio.lowlevel.checkpoint()
+            if len(got) == count:
+                break
+    elif how == "async for, through a memory channel":
+        send, receive = trio.open_memory_channel[int](0)
+
+        async def forward() -> None:
+            async with send:
+                async for message in server:
+                    await send.send(message.sequence or 0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            async for sequence in receive:
+                got.append(sequence)
+                if len(got) == count:
+                    nursery.cancel_scope.cancel()
     elif how == "receive_batch()":
         while len(got) < count:
             got.extend(message.sequence for message in await server.receive_batch())
@@ -137,3 +169,22 @@ async def test_the_kernels_drops_are_counted() -> None:
     assert stats.datagrams_kernel_dropped > 0
     assert stats.datagrams_received + stats.datagrams_kernel_dropped == count
     assert stats.datagrams_received == stats.datagrams_accounted
+
+
+async def test_reading_statistics_does_not_hide_the_kernels_drops_from_the_receive_path() -> None:
+    # A metrics poller reads statistics() (and with it the kernel's count)
+    # between two reads of the socket: the receive path still learns that the
+    # kernel dropped datagrams meanwhile.
+    async with trioudp.open_udp_server("127.0.0.1", 0, receive_buffer_size=4096) as server:
+        if kernel_drops(server.socket) is None:  # type: ignore[arg-type]
+            pytest.skip("the kernel does not report a socket's drops (SO_MEMINFO, Linux 4.12+)")
+        await trio.testing.wait_all_tasks_blocked()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for sequence in range(500):
+                with contextlib.suppress(BlockingIOError):
+                    sender.sendto(
+                        encode_message(7, sequence, b"x" * 100, 1200)[0], server.local_address[:2]
+                    )
+        assert server.statistics().datagrams_kernel_dropped > 0
+        server._transport.check_drops()
+        assert server._engine.delivery.kernel_dropping

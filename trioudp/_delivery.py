@@ -113,10 +113,10 @@ class Delivery:
         #: How many times the application has taken from a queue: the receive
         #: task, paused by ``filled``, reads on once a consumer has taken.
         self.takes = 0
-        #: The kernel has lately dropped datagrams for want of room in the
-        #: socket's buffer (the transport says, from its count): a gap in an
-        #: unreliable stream is then almost surely one of them, and is given up
-        #: at once rather than waited for (``reorder_timeout``).
+        #: The kernel has dropped datagrams for want of room in the socket's
+        #: buffer since the transport last looked: a gap in an unreliable
+        #: stream whose waiting messages would fill its queue is then given up
+        #: at once rather than waited for (``reorder_timeout``; _receiving.py).
         self.kernel_dropping = False
 
     # -- the engine's side ---------------------------------------------------------
@@ -137,12 +137,12 @@ class Delivery:
             # acknowledged: it is counted until the application takes it.
             peer.buffered += cost
             peer.queued += 1
-        elif (
-            len(items) + 1 < self._capacity
-            and queue.payload_bytes + 2 * size <= self._byte_limit
-            and budget.total + cost <= budget.total_limit
-        ):
-            pass  # room for this one and one more like it: the usual case
+        elif len(items) + 1 < self._capacity and queue.payload_bytes + 2 * size <= self._byte_limit:
+            # Room for this one and one more like it: the usual case (the
+            # budget may still be full: then the policy applies).
+            if budget.total + cost > budget.total_limit and not self._make_room(queue, size, cost):
+                self._count_dropped(peer, message, delivered=False)
+                return
         elif len(items) < self._capacity and queue.payload_bytes + size <= self._byte_limit:
             if budget.total + cost > budget.total_limit and not self._make_room(queue, size, cost):
                 self._count_dropped(peer, message, delivered=False)
@@ -166,6 +166,11 @@ class Delivery:
         own = self._own
         own.datagrams_delivered += datagrams
         own.messages_delivered += 1
+
+    def room(self, peer: Peer) -> float:
+        """Messages the queue ``peer``'s go to can take before it is full."""
+        queue: Queue = peer.queue or self.shared  # type: ignore[assignment]
+        return self._capacity - len(queue.items)
 
     def put_error(self, queue: Queue, error: Unreachable) -> None:
         """Queue an ICMP error report (once: a second says nothing new)."""

@@ -100,6 +100,13 @@ def retire(retired: tuple[int, ...], session: int) -> tuple[int, ...]:
     return (*retired, session)[-RETIRED_SESSIONS:]
 
 
+#: While the kernel drops datagrams, a gap with this many messages waiting
+#: behind it (or as many as fill their queue) is given up at once: a stream
+#: that fast is part of the flood, while a slower one (another peer's, with a
+#: message or two reordered) keeps its reorder tolerance.
+FLOOD_GAP = 4
+
+
 class Reception:
     """The receive side of every peer of one endpoint."""
 
@@ -380,9 +387,14 @@ class Reception:
         self._charge(peer, window.pending_cost - before)
         self._deliver(peer)
         if window.pending and stream.acks is None:
-            if self._delivery.kernel_dropping:
-                # A gap is then almost surely a datagram the kernel dropped:
-                # given up at once rather than waited for.
+            delivery = self._delivery
+            if delivery.kernel_dropping and len(window.pending) >= min(
+                FLOOD_GAP, delivery.room(peer)
+            ):
+                # The kernel is dropping datagrams (a flood), and messages pile
+                # up behind this gap: it is almost surely one of the kernel's
+                # drops, and waiting for it would only hold them up and then
+                # release them together, more than their queue can take.
                 before = window.pending_cost
                 window.flush(out, peer.counters)
                 self._charge(peer, window.pending_cost - before)

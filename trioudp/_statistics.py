@@ -245,11 +245,13 @@ class EndpointStatistics(PeerStatistics):
     datagrams_coalesced: int = 0
     """Datagrams that arrived several per read, coalesced by the kernel (GRO)."""
     datagrams_kernel_dropped: int = 0
-    """Datagrams that reached the socket and were dropped by the kernel for want
-    of room in its receive buffer, since the endpoint took the socket (Linux,
-    from the count SO_RXQ_OVFL and SO_MEMINFO report; 0 elsewhere). They never
-    count as ``datagrams_received``: every datagram that arrived is received or
-    dropped here. Under a flood the socket is read only as fast as the
+    """Datagrams that reached the socket and were dropped by the kernel before
+    they could be read, since the endpoint took the socket: for want of room in
+    its receive buffer (nearly always), or by a socket filter the application
+    attached, or for a bad UDP checksum (Linux, the count SO_RXQ_OVFL and
+    SO_MEMINFO report; 0 elsewhere). They never count as
+    ``datagrams_received``: every datagram that arrived is received or dropped
+    here. Under a flood the socket is read only as fast as the
     application takes messages, so what it cannot take is dropped here, in
     the kernel, undecoded (docs/performance.md)."""
     bytes_buffered: int = 0

@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 #: Datagrams read per batch before the receive task lets other tasks run.
 RECEIVE_BATCH = 128
+#: A drain that read this many checks whether the kernel is dropping meanwhile.
+DROPS_CHECKED_AFTER = 8
 
 
 class Drained(enum.IntEnum):
@@ -224,6 +226,9 @@ class Transport:
         #: took the socket.
         self._drops_seen: int | None = kernel_drops(sock) if real else None
         self.datagrams_kernel_dropped: int = 0
+        #: The count at the last ``check_drops``; datagrams the last drain read.
+        self._drops_checked = -1 if self._drops_seen is None else self._drops_seen
+        self._reads = 0
         self.receive_errors = 0
         self.datagrams_offloaded = 0
         self.datagrams_coalesced = 0
@@ -233,26 +238,38 @@ class Transport:
     def drain(self, now: float) -> Drained:
         """Read datagrams into the engine until the socket has none left, or
         RECEIVE_BATCH were read, or GRO was just turned on, or a message filled
-        its receive queue."""
-        if self.gro:
-            return self._drain_coalesced(now)
+        its receive queue. A drain that read many tells the engine whether the
+        kernel is dropping datagrams meanwhile (``check_drops``)."""
+        delivery = self._delivery
+        if delivery.kernel_dropping:
+            self.check_drops()  # it may have stopped since
+        delivery.filled = False
+        self._reads = RECEIVE_BATCH
+        drained = self._drain_coalesced(now) if self.gro else self._drain_plain(now)
+        if self._reads >= DROPS_CHECKED_AFTER:
+            self.check_drops()
+        return drained
+
+    def _drain_plain(self, now: float) -> Drained:
         buffer = self._buffer
         receive_datagram = self._engine.receive_datagram
         recvfrom_into = self._sock.recvfrom_into
         view = memoryview(buffer)
         delivery = self._delivery
-        delivery.filled = False
-        for _ in range(RECEIVE_BATCH):
+        for read in range(RECEIVE_BATCH):
             try:
                 size, address = recvfrom_into(buffer)
             except BlockingIOError:
+                self._reads = read
                 return Drained.EMPTY
             except OSError as exc:
                 if not self._receive_error(exc, now):
+                    self._reads = read
                     return Drained.EMPTY
                 continue
             receive_datagram(view[:size], address, now)
             if delivery.filled:
+                self._reads = read + 1
                 return Drained.FILLED
             if size >= GRO_WORTHWHILE and self._gro_possible:
                 self._gro_possible = False
@@ -269,14 +286,15 @@ class Transport:
         buffers = [self._buffer]
         view = memoryview(self._buffer)
         delivery = self._delivery
-        delivery.filled = False
-        for _ in range(RECEIVE_BATCH):
+        for read in range(RECEIVE_BATCH):
             try:
                 size, ancillary, _flags, address = recvmsg_into(buffers, GRO_ANCILLARY_SIZE)
             except BlockingIOError:
+                self._reads = read
                 return Drained.EMPTY
             except OSError as exc:
                 if not self._receive_error(exc, now):
+                    self._reads = read
                     return Drained.EMPTY
                 continue
             segment = gro_segment_size(ancillary) if ancillary else 0
@@ -287,24 +305,31 @@ class Transport:
             else:
                 receive_datagram(view[:size], address, now)
             if delivery.filled:
+                self._reads = read + 1
                 return Drained.FILLED
         return Drained.MORE
 
     def check_drops(self) -> None:
-        """Read the kernel's drop count and tell the engine whether it is
-        dropping (after a drain that found the socket busy, or while it was)."""
-        self._delivery.kernel_dropping = self.read_drops()
+        """Tell the engine whether the kernel has dropped datagrams for the
+        socket since the last check."""
+        drops = self.read_drops()
+        self._delivery.kernel_dropping = drops != self._drops_checked
+        self._drops_checked = drops
 
-    def read_drops(self) -> bool:
-        """Bring ``datagrams_kernel_dropped`` up to date; whether it grew."""
-        if self._drops_seen is None or self.closed:
-            return False
+    def read_drops(self) -> int:
+        """The kernel's drop count now (-1 where it does not say), with
+        ``datagrams_kernel_dropped`` brought up to date."""
+        seen = self._drops_seen
+        if seen is None or self.closed:
+            return -1
         drops = kernel_drops(self._sock)
-        if drops is None or drops == self._drops_seen:
-            return False
-        self.datagrams_kernel_dropped += (drops - self._drops_seen) % (1 << 32)  # a u32
+        if drops is None:
+            return -1
+        grown = (drops - seen) % (1 << 32)  # a u32, which may wrap
+        if grown < 1 << 31:  # else not this socket's count: the fd was reused
+            self.datagrams_kernel_dropped += grown
         self._drops_seen = drops
-        return True
+        return drops
 
     def figures(self) -> dict[str, int]:
         """The transport's own figures for the endpoint's statistics."""
