@@ -39,16 +39,23 @@ SIZES = (64, 1024, 16 * 1024, 1024 * 1024)
 MAX_DATAGRAM = 65507
 #: Silence after which a receiver stops waiting for what was lost.
 QUIET = 0.5
+#: send_rate of the paced rows (bytes per second): below what a receiver of
+#: large messages decodes on this machine (about 180 MB/s), so it keeps up.
+PACED_RATE = 100_000_000
 #: Messages per send_batch() call in the batch rows.
 BATCH = 64
 #: How long one round may take at most.
 ROUND_LIMIT = 60.0
 
 
-async def _send(port: int, size: int, count: int, reliable: bool, batch: int) -> None:
+async def _send(port: int, size: int, count: int, reliable: bool, batch: int, rate: int) -> None:
     payload = b"x" * size
     async with trioudp.open_udp_connection(
-        "127.0.0.1", port, reliable=reliable, max_message_size=max(size, 1)
+        "127.0.0.1",
+        port,
+        reliable=reliable,
+        max_message_size=max(size, 1),
+        send_rate=rate or None,
     ) as conn:
         print(time.perf_counter(), flush=True)
         if batch:
@@ -77,7 +84,7 @@ def _reap(process: subprocess.Popen[bytes]) -> float:
 
 
 async def trioudp_round(
-    size: int, count: int, *, reliable: bool, batch: int = 0
+    size: int, count: int, *, reliable: bool, batch: int = 0, rate: int = 0
 ) -> tuple[float, int]:
     """Seconds from the first send to the last message received, and how many came."""
     received = 0
@@ -92,7 +99,7 @@ async def trioudp_round(
         total_buffer_bytes=2**31,
         peer_buffer_bytes=2**30,
     ) as server:
-        sender = _spawn(server.local_address[1], size, count, int(reliable), batch)
+        sender = _spawn(server.local_address[1], size, count, int(reliable), batch, rate)
         try:
             with trio.move_on_after(ROUND_LIMIT):
                 while received < count:
@@ -180,6 +187,11 @@ def main() -> None:
                 name += f" batch {batch}" if batch else ""
                 round_ = partial(trioudp_round, size, count, reliable=reliable, batch=batch)
                 runs.append((name, partial(trio.run, round_)))
+            if size > MAX_DATAGRAM and not reliable:
+                # Paced (send_rate): what a receiver that keeps up gets.
+                name = f"trioudp unreliable {PACED_RATE // 10**6} MB/s"
+                round_ = partial(trioudp_round, size, count, reliable=False, rate=PACED_RATE)
+                runs.append((name, partial(trio.run, round_)))
         for name, run in runs:
             rate, delivered = best(run, args.rounds)
             if name == "raw pair":
@@ -209,7 +221,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--sender"]:
-        port, size, count, reliable, batch = map(int, sys.argv[2:])
-        trio.run(_send, port, size, count, bool(reliable), batch)
+        port, size, count, reliable, batch, rate = map(int, sys.argv[2:])
+        trio.run(_send, port, size, count, bool(reliable), batch, rate)
     else:
         main()

@@ -52,6 +52,20 @@ def _seconds(low: float, high: float, *, optional: bool = False) -> Callable[[An
     return check
 
 
+def _rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if (
+        type(value) not in (int, float)
+        or not math.isfinite(value)  # type: ignore[arg-type]
+        or not 1000 <= value <= 1e12  # type: ignore[operator]
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a number of bytes per second from 1000 to 1e12 "
+            f"(or None to send as fast as the kernel takes them), got {value!r}"
+        )
+
+
 def _dscp(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 63:
         raise ValueError(
@@ -171,6 +185,15 @@ class Config:
         default=None, validator=_integer(1024, 2**31 - 1, optional=True)
     )
     """SO_SNDBUF to ask the kernel for (Linux caps it at net.core.wmem_max)."""
+
+    send_rate: float | None = attrs.field(default=None, validator=_rate)
+    """Bytes per second this endpoint sends at most, in all (UDP payloads: the
+    application's datagrams and its own, to every peer), in bursts of up to 64
+    KiB or 5 ms of ``send_rate``, whichever is more. A ``send()`` that would go
+    faster waits (as it waits for room in the kernel), so a sender of large
+    unreliable messages does not overrun a receiver that could keep up at this
+    rate. None: as fast as the kernel takes them. Reliable mode's congestion
+    control paces by itself; this caps it too."""
 
     priority: int = attrs.field(default=0, validator=_dscp)
     """The DSCP every datagram is marked with (a :class:`Priority` or 0 to 63):
@@ -305,6 +328,7 @@ class Options(TypedDict, total=False):
     idle_timeout: float | None
     receive_buffer_size: int | None
     send_buffer_size: int | None
+    send_rate: float | None
     priority: int
     offload: bool
     reliable: bool

@@ -83,6 +83,13 @@ SPIN = 0.001
 _RECEIVE_BUFFER = 65536
 #: A datagram this large suggests a sender that segments (GSO): turn GRO on.
 GRO_WORTHWHILE = 512
+#: ``send_rate``'s bursts: this many bytes (a GSO run's most), or this long at
+#: the rate, whichever is more.
+PACING_BURST = 65536
+PACING_BURST_TIME = 0.005
+#: The shortest wait for the rate (a sleep shorter than a clock's step would
+#: not move it on).
+PACING_LEAST_WAIT = 1e-6
 
 
 class Sent(NamedTuple):
@@ -220,6 +227,13 @@ class Transport:
         self._refused: dict[Address, Exception] = {}
         #: The errno of the last datagram that found no room (for a drop).
         self._no_room = errno.ENOBUFS
+        #: ``send_rate``'s token bucket: bytes that may go now, as of when;
+        #: how long the last drain found it must wait for the next run.
+        self._rate = config.send_rate
+        self._burst = max(PACING_BURST, (config.send_rate or 0) * PACING_BURST_TIME)
+        self._tokens = self._burst
+        self._tokens_at = trio.current_time()
+        self._pacing = 0.0
         self.closed = False
         #: The kernel's drop count for the socket when last read (None: the
         #: kernel does not say), and what it has counted since the endpoint
@@ -365,7 +379,7 @@ class Transport:
         if self.closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
         pending = self._pending
-        if not pending and len(datagrams) == 1:
+        if not pending and len(datagrams) == 1 and self._rate is None:
             # The commonest send: one datagram, nothing waiting before it.
             data, address, priority = datagrams[0]
             self.calls += 1
@@ -445,7 +459,9 @@ class Transport:
         spinning = False
         while self._pending and (target is None or self._done < target):
             done = self._done
-            if self._blocked is Action.BACK_OFF or spinning:
+            if self._pacing:
+                await trio.sleep(self._pacing)
+            elif self._blocked is Action.BACK_OFF or spinning:
                 # The kernel gives no word when it has room again: wait a little
                 # longer each time, then give the datagram up as a full router would.
                 if backoff > NOBUFS_LAST_WAIT:
@@ -485,12 +501,20 @@ class Transport:
         pending = self._pending
         failure: Exception | None = None
         self._blocked = None
+        self._pacing = 0.0
+        rate = self._rate
+        size = 0
         while pending:
             if self.closed:
                 self._forget_pending()
                 return failure
             run = pending[0]
             _data, address, priority = run[0]
+            if rate is not None:
+                size = sum(len(data) for data, _, _ in run)
+                self._pacing = self._paced(size, rate)
+                if self._pacing:
+                    return failure
             try:
                 self._put(run, address, priority)
             except (OSError, TypeError, ValueError, OverflowError) as exc:
@@ -500,10 +524,20 @@ class Transport:
                 continue
             if self._done == self._unsegmented_at:
                 self._unsegmented()
+            self._tokens -= size
             pending.popleft()
             self._waiting -= len(run)
             self._done += len(run)
         return failure
+
+    def _paced(self, size: int, rate: float) -> float:
+        """``send_rate``: 0 if ``size`` bytes may go now, else how long until they may."""
+        now = trio.current_time()
+        tokens = self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if tokens >= size - 0.001:  # a thousandth of a byte: float rounding
+            return 0.0
+        return max((size - tokens) / rate, PACING_LEAST_WAIT)
 
     def _unsegmented(self) -> None:
         """A datagram of a GSO run the kernel refused went alone: GSO is what it
