@@ -213,6 +213,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/echo_latency.py", "--json", "docs/bench/echo_latency.json")
     session.run("python", "bench/peers.py", "--json", "docs/bench/peers.json")
     session.run("python", "bench/flood.py", "--json", "docs/bench/flood.json")
+    session.run("python", "bench/control_loop.py", "--json", "docs/bench/control_loop.json")
 
 
 @nox.session(python=PYTHONS[1])
