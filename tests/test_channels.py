@@ -294,3 +294,28 @@ async def test_a_task_waiting_on_a_connection_closed_by_another_gets_closed_reso
             await connection.aclose()
         assert len(outcome) == 1
         assert isinstance(outcome[0], trio.ClosedResourceError)
+
+
+def _tasks_under(task: trio.lowlevel.Task) -> int:
+    return 1 + sum(
+        _tasks_under(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+    )
+
+
+async def test_a_connection_runs_two_tasks() -> None:
+    # Its receive task and its timer task; the backlog task only while
+    # datagrams wait for room in the kernel (issue 14: thousands of client
+    # connections in one process).
+    async with trioudp.open_udp_server("127.0.0.1", 0) as server:
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        before = _tasks_under(root)
+        async with (
+            trioudp.open_udp_connection("127.0.0.1", server.local_address[1]) as first,
+            trioudp.open_udp_connection("127.0.0.1", server.local_address[1]) as second,
+        ):
+            await first.send(b"a")
+            await second.send(b"b")
+            await server.receive_batch()
+            await trio.testing.wait_all_tasks_blocked()
+            assert _tasks_under(root) - before == 4

@@ -1,10 +1,10 @@
 """The trio shell around the engine: sockets, tasks, channels, cancel scopes.
 
 An endpoint owns one socket (through its ``Transport``), one ``Engine``, and
-three tasks in a nursery that its ``async with`` block scopes: the receive
-task drains the socket in batches into the engine, the timer task sleeps until
-the engine's next deadline, and the backlog task sends what the kernel had no
-room for. After each piece of engine work the shell does the same three
+two tasks in a nursery that its ``async with`` block scopes: the receive task
+drains the socket in batches into the engine, and the timer task sleeps until
+the engine's next deadline; a third, the backlog task, runs only while
+datagrams wait for room in the kernel. After each piece of engine work the shell does the same three
 things (``_after_engine``): it reads the engine's events (waking receivers,
 making connections, moving states), hands the engine's output to the
 transport, and moves the timer task's deadline. It makes no protocol decision
@@ -688,14 +688,14 @@ def raise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
 async def _background(endpoint: Endpoint, *, task_status: trio.TaskStatus[None]) -> None:
     """The endpoint's tasks, in a cancel scope of their own: closing the
     endpoint (``aclose``) ends them, never the block that uses it. A task that
-    meets the socket closed under it by ``aclose`` just ends."""
+    meets the socket closed under it by ``aclose`` just ends. This task is the
+    receive task itself (one task fewer per endpoint)."""
     with trio.CancelScope() as endpoint._tasks:
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(endpoint._receive_loop)
                 nursery.start_soon(endpoint._timer_loop)
-                nursery.start_soon(endpoint._transport.backlog_loop)
-                task_status.started()
+                endpoint._transport.start_backlog(nursery.start_soon)
+                await endpoint._receive_loop(task_status=task_status)
         except BaseExceptionGroup as group:
             rest = group.split(lambda exc: isinstance(exc, trio.ClosedResourceError))[1]
             if not endpoint._closed:

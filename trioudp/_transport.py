@@ -220,7 +220,10 @@ class Transport:
         self.calls = 0
         self._reported_at: int = -1
         self._send_lock = trio.Lock()
-        self._backlog_waiting = trio.Event()
+        #: Starts the backlog task in the endpoint's nursery (None until the
+        #: endpoint's tasks run); whether one runs, or is due once it can start.
+        self.spawn: Callable[[Callable[[], Awaitable[None]]], object] | None = None
+        self._backlog_running = False
         #: Addresses whose senders wait in ``complete``, and the error the policy
         #: gave one of them while another task was sending.
         self._askers: dict[Address, int] = {}
@@ -430,7 +433,7 @@ class Transport:
                 del waiting[asker]
             failure = self._refused.pop(asker, None) or failure
             if self._pending:
-                self._backlog_waiting.set()
+                self._wake_backlog()
         if failure is not None:
             raise failure
 
@@ -442,14 +445,35 @@ class Transport:
         self._queue(datagrams)
         self._drain(None, patient=False)
         if self._pending:
-            self._backlog_waiting.set()
+            self._wake_backlog()
 
-    async def backlog_loop(self) -> None:
-        """Send the backlog whenever the kernel has room again."""
-        while True:
-            await self._backlog_waiting.wait()
-            self._backlog_waiting = trio.Event()
+    def _wake_backlog(self) -> None:
+        """Datagrams wait that no caller is sending: start the backlog task,
+        which sends them as the kernel (and ``send_rate``) has room and ends
+        when none are left. It runs only then: an endpoint whose kernel always
+        has room has no such task."""
+        if self._backlog_running or self.closed:
+            return
+        self._backlog_running = True
+        if self.spawn is not None:
+            try:
+                self.spawn(self._backlog)
+            except RuntimeError:  # the endpoint's tasks have ended: it is closing
+                self._backlog_running = False
+
+    def start_backlog(self, spawn: Callable[[Callable[[], Awaitable[None]]], object]) -> None:
+        """The endpoint's tasks run: from now on the backlog task can start."""
+        self.spawn = spawn
+        if self._backlog_running:
+            spawn(self._backlog)
+
+    async def _backlog(self) -> None:
+        try:
             await self._until_done(None, None)
+        finally:
+            self._backlog_running = False
+        if self._pending:  # more came while it finished
+            self._wake_backlog()
 
     async def _until_done(self, target: int | None, asker: Address | None) -> Exception | None:
         """Wait for room and send, until ``target`` datagrams have left (the
