@@ -19,13 +19,14 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from echo_latency import _pin as pin
+from echo_latency import against_server, percentile
 
 import trioudp
 
@@ -126,36 +127,12 @@ SYSTEMS: dict[
 }
 
 
-def _pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
-
-
 def measure(name: str, ticks: int, server_cpu: int, client_cpu: int) -> list[float]:
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", name, str(server_cpu)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        _pin(client_cpu)
-        try:
-            times = trio.run(SYSTEMS[name][1], port, WARM_UP + ticks)
-        finally:
-            if allowed is not None:
-                os.sched_setaffinity(0, allowed)
-    finally:
-        server.kill()
-        server.wait()
+    def client(port: int) -> list[float]:
+        return trio.run(SYSTEMS[name][1], port, WARM_UP + ticks)
+
+    times = against_server(__file__, name, client, server_cpu=server_cpu, client_cpu=client_cpu)
     return times[WARM_UP:]
-
-
-def percentile(times: list[float], fraction: float) -> float:
-    ordered = sorted(times)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 def main() -> None:
@@ -193,7 +170,7 @@ def main() -> None:
 
 
 def _serve(name: str, cpu: int) -> None:
-    _pin(cpu)
+    pin(cpu)
 
     def ready(port: int) -> None:
         print(port, flush=True)

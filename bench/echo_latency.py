@@ -211,10 +211,18 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def measure(name: str, rounds: int, *, server_cpu: int, client_cpu: int) -> list[float]:
-    """Round-trip times in seconds (after the warm-up)."""
+def against_server(
+    script: str,
+    name: str,
+    client: Callable[[int], list[float]],
+    *,
+    server_cpu: int,
+    client_cpu: int,
+) -> list[float]:
+    """Run ``script --serve name server_cpu`` (a server that prints its port),
+    and ``client(port)`` in this process pinned to ``client_cpu``."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", name, str(server_cpu)],
+        [sys.executable, script, "--serve", name, str(server_cpu)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -224,13 +232,19 @@ def measure(name: str, rounds: int, *, server_cpu: int, client_cpu: int) -> list
         allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         _pin(client_cpu)
         try:
-            times = SYSTEMS[name][1](port, WARM_UP + rounds)
+            return client(port)
         finally:
             if allowed is not None:
                 os.sched_setaffinity(0, allowed)
     finally:
         server.kill()
         server.wait()
+
+
+def measure(name: str, rounds: int, *, server_cpu: int, client_cpu: int) -> list[float]:
+    """Round-trip times in seconds (after the warm-up)."""
+    client = partial(SYSTEMS[name][1], rounds=WARM_UP + rounds)
+    times = against_server(__file__, name, client, server_cpu=server_cpu, client_cpu=client_cpu)
     return times[WARM_UP:]
 
 
