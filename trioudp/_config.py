@@ -187,13 +187,16 @@ class Config:
     """SO_SNDBUF to ask the kernel for (Linux caps it at net.core.wmem_max)."""
 
     send_rate: float | None = attrs.field(default=None, validator=_rate)
-    """Bytes per second this endpoint sends at most, in all (UDP payloads: the
-    application's datagrams and its own, to every peer), in bursts of up to 64
-    KiB or 5 ms of ``send_rate``, whichever is more. A ``send()`` that would go
-    faster waits (as it waits for room in the kernel), so a sender of large
-    unreliable messages does not overrun a receiver that could keep up at this
-    rate. None: as fast as the kernel takes them. Reliable mode's congestion
-    control paces by itself; this caps it too."""
+    """Bytes per second this unreliable endpoint sends at most, in all (UDP
+    payloads: the application's datagrams and its own, to every peer), in
+    bursts of up to 64 KiB or 5 ms of ``send_rate``, whichever is more. A
+    ``send()`` that would go faster waits (as it waits for room in the kernel),
+    so a sender of large messages does not overrun a receiver that could keep
+    up at this rate; cancelled while it waits, the rest of its message is not
+    sent (counted in ``datagrams_send_dropped``). None: as fast as the kernel
+    takes them. Not with ``reliable=True``, which paces itself; at least four
+    datagrams per ``reassembly_timeout``, so that a message's fragments arrive
+    close enough together to be put back together."""
 
     priority: int = attrs.field(default=0, validator=_dscp)
     """The DSCP every datagram is marked with (a :class:`Priority` or 0 to 63):
@@ -277,6 +280,27 @@ class Config:
             raise ValueError(
                 f"total_buffer_bytes={self.total_buffer_bytes} is smaller than "
                 f"peer_buffer_bytes={self.peer_buffer_bytes}; raise total_buffer_bytes"
+            )
+        self._check_send_rate()
+
+    def _check_send_rate(self) -> None:
+        rate = self.send_rate
+        if rate is None:
+            return
+        if self.reliable:
+            raise ValueError(
+                "send_rate paces unreliable sends; reliable=True paces itself by its "
+                "congestion control and acknowledgements, which must not wait behind "
+                "paced data: drop send_rate"
+            )
+        if self.framing and rate * self.reassembly_timeout < 4 * self.max_datagram_size:
+            raise ValueError(
+                f"send_rate={rate:g} sends a {self.max_datagram_size}-byte fragment every "
+                f"{self.max_datagram_size / rate:.3g} s, too close to "
+                f"reassembly_timeout={self.reassembly_timeout} for a receiver to keep a "
+                f"message's fragments: raise send_rate to at least "
+                f"{4 * self.max_datagram_size / self.reassembly_timeout:g} or "
+                f"reassembly_timeout"
             )
 
     def to_dict(self) -> dict[str, Any]:

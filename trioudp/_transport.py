@@ -29,6 +29,8 @@ from __future__ import annotations
 import enum
 import errno
 import logging
+import math
+import os
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -87,17 +89,21 @@ GRO_WORTHWHILE = 512
 #: the rate, whichever is more.
 PACING_BURST = 65536
 PACING_BURST_TIME = 0.005
-#: The shortest wait for the rate (a sleep shorter than a clock's step would
-#: not move it on).
+#: The shortest wait for the rate.
 PACING_LEAST_WAIT = 1e-6
+#: Under send_rate, a GSO run carries at most this long of the rate (and at
+#: least one datagram), so that a message's fragments go evenly spaced.
+PACING_RUN_TIME = 0.01
 
 
 class Sent(NamedTuple):
     """A send ``offer`` could not finish: how many datagrams must have left
-    before it is done, and the error for its caller so far."""
+    before it is done, the error for its caller so far, and how many
+    datagrams it queued."""
 
     target: int
     failure: Exception | None
+    queued: int = 0
 
 
 class Action(enum.Enum):
@@ -237,6 +243,16 @@ class Transport:
         self._tokens = self._burst
         self._tokens_at = trio.current_time()
         self._pacing = 0.0
+        #: Datagrams per run under send_rate: 10 ms of it (a run goes whole).
+        self._run_most = (
+            max(1, int((config.send_rate or 0) * PACING_RUN_TIME) // config.max_datagram_size)
+            if config.send_rate is not None
+            else 1 << 30
+        )
+        #: Runs of cancelled paced sends, given up when they reach the front.
+        self._abandoned: set[int] = set()
+        #: Set when the endpoint closes: wakes a send waiting for the rate.
+        self._closing = trio.Event()
         self.closed = False
         #: The kernel's drop count for the socket when last read (None: the
         #: kernel does not say), and what it has counted since the endpoint
@@ -402,7 +418,7 @@ class Transport:
             failure = self._drain(asker, patient=True)
         if failure is None and not pending:
             return None
-        return Sent(self._done + self._waiting, failure)
+        return Sent(self._done + self._waiting, failure, len(datagrams))
 
     def _queue(self, datagrams: list[Datagram]) -> None:
         """Put ``datagrams`` behind what waits, cut into the runs they go in."""
@@ -410,8 +426,10 @@ class Transport:
         if len(datagrams) > 1 and self._gso:
             sizes = [len(data) for data, _, _ in datagrams]
             keys = [(address, priority) for _, address, priority in datagrams]
+            most = self._run_most
             for start, stop in gso_runs(sizes, keys):
-                pending.append(datagrams[start:stop])
+                for cut in range(start, stop, most):  # send_rate: runs of 10 ms or less
+                    pending.append(datagrams[cut : min(cut + most, stop)])
         else:
             pending.extend([datagram] for datagram in datagrams)
         self._waiting += len(datagrams)
@@ -421,12 +439,19 @@ class Transport:
         every datagram of that send has left, then raise the error the policy
         gives the caller, if a datagram to ``asker`` met one (whichever task
         happened to hand it to the kernel). Cancelled, it leaves what is still
-        waiting to the backlog task."""
+        waiting to the backlog task; or, when it waited for ``send_rate``, gives
+        it up (counted): a send cancelled after waiting long for the rate must
+        not leave its message to go out after it, behind which every later send
+        would wait."""
         waiting = self._askers
         waiting[asker] = waiting.get(asker, 0) + 1
         failure = sent.failure
         try:
             failure = await self._until_done(sent.target, asker) or failure
+        except trio.Cancelled:
+            if self._rate is not None:
+                self._abandon(sent.target - sent.queued, sent.target)
+            raise
         finally:
             waiting[asker] -= 1
             if not waiting[asker]:
@@ -446,6 +471,18 @@ class Transport:
         self._drain(None, patient=False)
         if self._pending:
             self._wake_backlog()
+
+    def _abandon(self, first: int, target: int) -> None:
+        """The runs of datagrams ``first`` to ``target`` still waiting are given
+        up when they reach the front (``_drain``): the counts of what has left
+        stay as they are for every other send."""
+        index = self._done
+        for run in self._pending:
+            if index >= target:
+                break
+            if index >= first:
+                self._abandoned.add(id(run))
+            index += len(run)
 
     def _wake_backlog(self) -> None:
         """Datagrams wait that no caller is sending: start the backlog task,
@@ -484,7 +521,10 @@ class Transport:
         while self._pending and (target is None or self._done < target):
             done = self._done
             if self._pacing:
-                await trio.sleep(self._pacing)
+                now = trio.current_time()
+                # Later than now even where the clock's step is coarse.
+                with trio.move_on_at(max(now + self._pacing, math.nextafter(now, math.inf))):
+                    await self._closing.wait()
             elif self._blocked is Action.BACK_OFF or spinning:
                 # The kernel gives no word when it has room again: wait a little
                 # longer each time, then give the datagram up as a full router would.
@@ -534,6 +574,10 @@ class Transport:
                 return failure
             run = pending[0]
             _data, address, priority = run[0]
+            if self._abandoned and id(run) in self._abandoned:
+                self._abandoned.discard(id(run))
+                self._drop_first(errno.ECANCELED)
+                continue
             if rate is not None:
                 size = sum(len(data) for data, _, _ in run)
                 self._pacing = self._paced(size, rate)
@@ -555,13 +599,16 @@ class Transport:
         return failure
 
     def _paced(self, size: int, rate: float) -> float:
-        """``send_rate``: 0 if ``size`` bytes may go now, else how long until they may."""
+        """``send_rate``: 0 if a run may go now, else how long until it may. A
+        run goes while the bucket holds anything, and may take it below zero:
+        the wait after it is then what it overdrew, so runs go evenly spaced
+        and none waits longer than its own size at the rate."""
         now = trio.current_time()
         tokens = self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
-        if tokens >= size - 0.001:  # a thousandth of a byte: float rounding
+        if tokens > 0:
             return 0.0
-        return max((size - tokens) / rate, PACING_LEAST_WAIT)
+        return max(-tokens / rate, PACING_LEAST_WAIT)
 
     def _unsegmented(self) -> None:
         """A datagram of a GSO run the kernel refused went alone: GSO is what it
@@ -656,17 +703,23 @@ class Transport:
                 self._refused[address] = error  # for the task that sent it
         return None
 
-    def _drop_first(self) -> None:
-        """Give the front run up: the kernel had no room for it for long."""
+    def _drop_first(self, code: int = 0) -> None:
+        """Give the front run up: the kernel had no room for it for long (or
+        ``code``: its send was cancelled)."""
         run = self._pending.popleft()
         _data, address, _priority = run[0]
         self._waiting -= len(run)
         self._done += len(run)
         self._blocked = None
         now = trio.current_time()
-        self._engine.send_failed(address, self._no_room, len(run), now, permanent=False)
+        self._engine.send_failed(address, code or self._no_room, len(run), now, permanent=False)
         self._on_engine()
-        logger.debug("dropped %d datagram(s) to %s: no room in the kernel", len(run), address)
+        logger.debug(
+            "dropped %d datagram(s) to %s: %s",
+            len(run),
+            address,
+            os.strerror(code or self._no_room),
+        )
 
     def _forget_pending(self, code: int = 0) -> None:
         """What waits will never be sent: with ``code``, counted as dropped."""
@@ -681,6 +734,7 @@ class Transport:
     def close(self) -> None:
         self.read_drops()
         self.closed = True
+        self._closing.set()
         self._forget_pending()
 
 
