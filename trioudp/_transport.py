@@ -96,6 +96,13 @@ PACING_LEAST_WAIT = 1e-6
 PACING_RUN_TIME = 0.01
 
 
+class _Abandoned(list["Datagram"]):
+    """A run of a send cancelled while it waited for ``send_rate``: given up
+    (counted) when it reaches the front rather than sent."""
+
+    __slots__ = ()
+
+
 class Sent(NamedTuple):
     """A send ``offer`` could not finish: how many datagrams must have left
     before it is done, the error for its caller so far, and how many
@@ -249,8 +256,6 @@ class Transport:
             if config.send_rate is not None
             else 1 << 30
         )
-        #: Runs of cancelled paced sends, given up when they reach the front.
-        self._abandoned: set[int] = set()
         #: Set when the endpoint closes: wakes a send waiting for the rate.
         self._closing = trio.Event()
         self.closed = False
@@ -473,16 +478,20 @@ class Transport:
             self._wake_backlog()
 
     def _abandon(self, first: int, target: int) -> None:
-        """The runs of datagrams ``first`` to ``target`` still waiting are given
-        up when they reach the front (``_drain``): the counts of what has left
-        stay as they are for every other send."""
+        """The runs of datagrams ``first`` to ``target`` still waiting are marked
+        to be given up when they reach the front (``_drain``): the counts of
+        what has left stay as they are for every other send."""
+        pending = self._pending
         index = self._done
-        for run in self._pending:
+        marked: list[int] = []
+        for position, run in enumerate(pending):
             if index >= target:
                 break
             if index >= first:
-                self._abandoned.add(id(run))
+                marked.append(position)
             index += len(run)
+        for position in marked:
+            pending[position] = _Abandoned(pending[position])
 
     def _wake_backlog(self) -> None:
         """Datagrams wait that no caller is sending: start the backlog task,
@@ -574,8 +583,7 @@ class Transport:
                 return failure
             run = pending[0]
             _data, address, priority = run[0]
-            if self._abandoned and id(run) in self._abandoned:
-                self._abandoned.discard(id(run))
+            if type(run) is _Abandoned:
                 self._drop_first(errno.ECANCELED)
                 continue
             if rate is not None:
