@@ -6,13 +6,14 @@ A connection's messages go to its own queue once something receives from it
 connection has its own from the start.
 
 Queues are bounded. A message that fills its queue sets ``filled``: the
-transport stops reading for this turn and the receive task lets the
-consumer run (a scheduler turn or two) before it reads on, so the socket is
-read as fast as consumers take and a flood's excess waits in the kernel,
-undecoded. A consumer that does not take within those turns holds nothing
-up: the socket is read on, and its full queue applies the ``overflow`` policy
-(drop its oldest message, or the new one; counted), so one slow consumer
-never stalls the reading of the socket for everyone else. Full means ``channel_capacity`` messages, ``channel_bytes`` of payload, or no room
+transport stops reading for this turn and the receive task lets the consumer
+run (up to a few scheduler turns, ``FILLED_TURNS``) before it reads on, so the
+socket is read as fast as consumers take and a flood's excess waits in the
+kernel, undecoded. A consumer that does not take within those turns holds
+nothing up: the socket is read on, and its full queue applies the
+``overflow`` policy (drop its oldest message, or the new one; counted), so one
+slow consumer never stalls the reading of the socket for everyone else. Full
+means ``channel_capacity`` messages, ``channel_bytes`` of payload, or no room
 left in the endpoint's ``total_buffer_bytes`` (every waiting message is
 charged its real cost, see _budget.py). A reliable endpoint's messages were
 acknowledged, so its queues never drop them: the engine admitted each one
@@ -105,7 +106,7 @@ class Delivery:
         #: Ended queues with messages nobody has taken yet, and when those go.
         self.lingering: deque[tuple[float, Queue]] = deque()
         self._linger = config.idle_timeout if config.idle_timeout is not None else LINGER
-        #: A message just filled its queue (or the budget): the transport stops
+        #: A message just filled its queue: the transport stops
         #: reading the socket for this turn, so that what the consumer cannot
         #: take yet waits in the kernel rather than being decoded and dropped.
         #: The transport clears it.
@@ -115,8 +116,9 @@ class Delivery:
         self.takes = 0
         #: The kernel has dropped datagrams for want of room in the socket's
         #: buffer since the transport last looked: a gap in an unreliable
-        #: stream whose waiting messages would fill its queue is then given up
-        #: at once rather than waited for (``reorder_timeout``; _receiving.py).
+        #: stream with a few messages waiting behind it (FLOOD_GAP, or a
+        #: queue's worth) is then given up at once rather than waited for
+        #: (``reorder_timeout``; _receiving.py).
         self.kernel_dropping = False
 
     # -- the engine's side ---------------------------------------------------------

@@ -4,11 +4,11 @@ An endpoint owns one socket (through its ``Transport``), one ``Engine``, and
 two tasks in a nursery that its ``async with`` block scopes: the receive task
 drains the socket in batches into the engine, and the timer task sleeps until
 the engine's next deadline; a third, the backlog task, runs only while
-datagrams wait for room in the kernel. After each piece of engine work the shell does the same three
-things (``_after_engine``): it reads the engine's events (waking receivers,
-making connections, moving states), hands the engine's output to the
-transport, and moves the timer task's deadline. It makes no protocol decision
-of its own.
+datagrams wait for room in the kernel. After each piece of engine work the
+shell does the same three things (``_after_engine``): it reads the engine's
+events (waking receivers, making connections, moving states), hands the
+engine's output to the transport, and moves the timer task's deadline. It
+makes no protocol decision of its own.
 
 A trip through trio's scheduler costs several microseconds, far more than a
 datagram's own work, so the receive task pays it once per batch of up to 128
