@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import trioudp
+from trioudp._transport import _Abandoned
 from trioudp.testing import FakeNetwork
 
 SERVER = ("10.0.0.1", 5000)
@@ -189,3 +190,49 @@ def test_send_rate_must_keep_fragments_within_reassembly_timeout() -> None:
 def test_send_rate_must_be_a_sensible_number(bad: object) -> None:
     with pytest.raises(ValueError, match="send_rate must be a number of bytes per second"):
         trioudp.Config(send_rate=bad)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_sends_runs_stay_given_up_when_gso_is_turned_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A kernel that refuses GSO makes the transport cut every waiting run into
+    # single datagrams: a cancelled paced send's runs must stay marked, or its
+    # datagrams would go out after all, uncounted.
+    network = FakeNetwork()
+    with network.installed():
+        async with trioudp.open_udp_connection(
+            *SERVER, local_address=CLIENT, send_rate=100_000
+        ) as client:
+            transport = client._endpoint._transport
+            datagram = (b"x", SERVER, None)
+            transport._pending.append(_Abandoned([datagram, datagram]))
+            transport._pending.append([datagram, datagram])
+            transport._waiting += 4
+            transport._unsegmented()
+            kinds = [type(run) for run in transport._pending]
+    assert kinds == [_Abandoned, _Abandoned, list, list]
+
+
+async def test_a_paced_send_cancelled_while_the_kernel_has_no_room_still_goes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Only a wait for the rate gives a cancelled send's message up: one
+    # cancelled while the kernel has no room leaves it to the backlog task,
+    # as without send_rate, and it arrives whole.
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER) as server,
+            trioudp.open_udp_connection(
+                *SERVER, local_address=CLIENT, send_rate=10_000_000
+            ) as client,
+        ):
+            network.refuse_sends(1)  # EAGAIN, writable again 1 ms later
+            with trio.move_on_after(0.0005) as scope:
+                await client.send(b"e" * 20_000)
+            assert scope.cancelled_caught
+            with trio.fail_after(5):
+                message = await server.receive()
+            stats = client.statistics()
+    assert message.payload == b"e" * 20_000
+    assert stats.datagrams_send_dropped == 0

@@ -454,7 +454,7 @@ class Transport:
         try:
             failure = await self._until_done(sent.target, asker) or failure
         except trio.Cancelled:
-            if self._rate is not None:
+            if self._pacing:  # cancelled while it waited for send_rate
                 self._abandon(sent.target - sent.queued, sent.target)
             raise
         finally:
@@ -626,7 +626,8 @@ class Transport:
         self._unsegmented_at = -1
         logger.debug("UDP GSO refused: one datagram per send from now on")
         pending = self._pending
-        singles = [[datagram] for run in pending for datagram in run]
+        # A cancelled send's runs stay marked (_Abandoned) as they are cut.
+        singles = [type(run)([datagram]) for run in pending for datagram in run]
         pending.clear()
         pending.extend(singles)
 
