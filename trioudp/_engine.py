@@ -256,7 +256,7 @@ class Engine:
         elif peer is None:
             peer = table.open(address, now)
             if peer is None:
-                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
+                self._over_max_peers(size)
                 return
         elif not group and (stream := peer.unicast) is not None and stream.session != session:
             if not table.restarted(peer, stream, session, now):
@@ -265,7 +265,7 @@ class Engine:
             if not self.connected:  # a client's peer starts over in Reception.stream
                 peer = table.reopen(peer, address, now)
                 if peer is None:
-                    refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
+                    self._over_max_peers(size)
                     return
         counters = peer.counters
         # Each message of a bundle counts as a datagram in the outcomes.
@@ -310,7 +310,7 @@ class Engine:
         if peer is None:
             peer = self._table.open(address, now)
             if peer is None:
-                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
+                self._over_max_peers(size)
                 return
         counters = peer.counters
         counters.datagrams_received += 1
@@ -343,7 +343,7 @@ class Engine:
         if peer is None and frame.kind == KIND_PING:
             peer = table.open(address, now)
             if peer is None:
-                refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
+                self._over_max_peers(size)
                 return
             table.known(peer, frame.session)
         if peer is None:
@@ -420,6 +420,10 @@ class Engine:
     @claim_new_peers.setter
     def claim_new_peers(self, value: bool) -> None:
         self._table.claim_new_peers = value
+
+    def _over_max_peers(self, size: int) -> None:
+        """A datagram from a new address while max_peers are known: counted."""
+        refuse(self._own, size, DropReason.OVER_LIMIT, _FULL, self.config.max_peers)
 
     def close_peer(self, peer: Peer, now: float, *, closed: bool = False) -> None:
         """The application is done with ``peer`` (its handler returned, or it
