@@ -139,22 +139,21 @@ class Delivery:
             # acknowledged: it is counted until the application takes it.
             peer.buffered += cost
             peer.queued += 1
-        elif len(items) + 1 < self._capacity and queue.payload_bytes + 2 * size <= self._byte_limit:
-            # Room for this one and one more like it: the usual case (the
-            # budget may still be full: then the policy applies).
-            if budget.total + cost > budget.total_limit and not self._make_room(queue, size, cost):
+        else:
+            room = len(items) < self._capacity and queue.payload_bytes + size <= self._byte_limit
+            # This message fills a queue that had room: the reading of the
+            # socket pauses for its consumer (see ``filled``).
+            fills = room and (
+                len(items) + 1 >= self._capacity
+                or queue.payload_bytes + 2 * size > self._byte_limit
+            )
+            if (not room or budget.total + cost > budget.total_limit) and not self._make_room(
+                queue, size, cost
+            ):
                 self._count_dropped(peer, message, delivered=False)
                 return
-        elif len(items) < self._capacity and queue.payload_bytes + size <= self._byte_limit:
-            if budget.total + cost > budget.total_limit and not self._make_room(queue, size, cost):
-                self._count_dropped(peer, message, delivered=False)
-                return
-            # This message fills its queue: the reading of the socket pauses
-            # for its consumer (see ``filled``).
-            self.filled = True
-        elif not self._make_room(queue, size, cost):
-            self._count_dropped(peer, message, delivered=False)
-            return
+            if fills:
+                self.filled = True
         items.append(message)
         queue.payload_bytes += size
         budget.total += cost

@@ -395,10 +395,7 @@ class Reception:
                 # up behind this gap: it is almost surely one of the kernel's
                 # drops, and waiting for it would only hold them up and then
                 # release them together, more than their queue can take.
-                before = window.pending_cost
-                window.flush(out, peer.counters)
-                self._charge(peer, window.pending_cost - before)
-                self._deliver(peer)
+                self.skip_gap(peer, window, every=True)
                 return
             self._arm(peer)
             if not self._budget.fits(peer, 0):
@@ -535,9 +532,13 @@ class Reception:
                 return
             self._drop_partial(peer, stream, sequence, expired=False)
 
-    def skip_gap(self, peer: Peer, window: OrderedWindow) -> None:
+    def skip_gap(self, peer: Peer, window: OrderedWindow, *, every: bool = False) -> None:
+        """Give up the first gap (``every``: all of them) and deliver onwards."""
         before = window.pending_cost
-        window.skip_gap(self._out, peer.counters)
+        if every:
+            window.flush(self._out, peer.counters)
+        else:
+            window.skip_gap(self._out, peer.counters)
         self._charge(peer, window.pending_cost - before)
         self._deliver(peer)
 
