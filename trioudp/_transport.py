@@ -267,6 +267,8 @@ class Transport:
         #: The count at the last ``check_drops``; datagrams the last drain read.
         self._drops_checked = -1 if self._drops_seen is None else self._drops_seen
         self._reads = 0
+        #: The last drain read the count and did not leave the socket empty.
+        self._checked = False
         self.receive_errors = 0
         self.datagrams_offloaded = 0
         self.datagrams_coalesced = 0
@@ -279,13 +281,17 @@ class Transport:
         its receive queue. A drain that read many tells the engine whether the
         kernel is dropping datagrams meanwhile (``check_drops``)."""
         delivery = self._delivery
-        if delivery.kernel_dropping:
+        if delivery.kernel_dropping and not self._checked:
             self.check_drops()  # it may have stopped since
         delivery.filled = False
         self._reads = RECEIVE_BATCH
         drained = self._drain_coalesced(now) if self.gro else self._drain_plain(now)
-        if self._reads >= DROPS_CHECKED_AFTER:
+        checked = self._reads >= DROPS_CHECKED_AFTER
+        if checked:
             self.check_drops()
+        # Checked just now, with no wait for the socket to follow: the next
+        # drain need not read the count again before it starts.
+        self._checked = checked and drained is not Drained.EMPTY
         return drained
 
     def _drain_plain(self, now: float) -> Drained:
