@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,35 +67,32 @@ async def serve_trioudp(ready: Callable[[int], None], *, reliable: bool) -> None
 # -- clients (in this process) --------------------------------------------------------
 
 
-async def loop_naive(port: int, ticks: int) -> list[float]:
+async def ticking(
+    send: Callable[[bytes], Awaitable[object]], receive: Callable[[], Awaitable[object]], ticks: int
+) -> list[float]:
+    """Response times of ``ticks`` requests, one per TICK: the control loop."""
     times: list[float] = []
+    next_tick = trio.current_time()
+    for _ in range(ticks):
+        next_tick += TICK
+        await trio.sleep_until(next_tick)
+        start = time.perf_counter()
+        await send(REQUEST)
+        with trio.fail_after(PATIENCE):
+            await receive()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def loop_naive(port: int, ticks: int) -> list[float]:
     with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         await sock.connect((HOST, port))
-        next_tick = trio.current_time()
-        for _ in range(ticks):
-            next_tick += TICK
-            await trio.sleep_until(next_tick)
-            start = time.perf_counter()
-            await sock.send(REQUEST)
-            with trio.fail_after(PATIENCE):
-                await sock.recv(2048)
-            times.append(time.perf_counter() - start)
-    return times
+        return await ticking(sock.send, partial(sock.recv, 2048), ticks)
 
 
 async def loop_trioudp(port: int, ticks: int, *, reliable: bool) -> list[float]:
-    times: list[float] = []
     async with trioudp.open_udp_connection(HOST, port, reliable=reliable) as connection:
-        next_tick = trio.current_time()
-        for _ in range(ticks):
-            next_tick += TICK
-            await trio.sleep_until(next_tick)
-            start = time.perf_counter()
-            await connection.send(REQUEST)
-            with trio.fail_after(PATIENCE):
-                await connection.receive()
-            times.append(time.perf_counter() - start)
-    return times
+        return await ticking(connection.send, connection.receive, ticks)
 
 
 async def serve_unreliable(ready: Callable[[int], None]) -> None:
