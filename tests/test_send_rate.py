@@ -6,6 +6,8 @@ cancelled wait gives its message up, closing wakes it (issue 14)."""
 from __future__ import annotations
 
 import math
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -15,9 +17,27 @@ import trioudp
 from trioudp._transport import _Abandoned
 from trioudp.testing import FakeNetwork
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
 SERVER = ("10.0.0.1", 5000)
 CLIENT = ("10.0.0.2", 6000)
 BURST = 65536
+
+
+@asynccontextmanager
+async def pair(
+    network: FakeNetwork, send_rate: float | None = None
+) -> AsyncGenerator[tuple[trioudp.UDPServer, trioudp.Connection], None]:
+    """A server and a client sending to it at ``send_rate``, on ``network``."""
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER) as server,
+            trioudp.open_udp_connection(
+                *SERVER, local_address=CLIENT, send_rate=send_rate
+            ) as client,
+        ):
+            yield server, client
 
 
 async def receive_all(
@@ -74,17 +94,12 @@ async def test_without_a_rate_the_same_run_goes_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The reference: with no send_rate, the same sends take no virtual time.
-    network = FakeNetwork()
-    with network.installed():
-        async with (
-            trioudp.open_udp_server(*SERVER) as server,
-            trioudp.open_udp_connection(*SERVER, local_address=CLIENT) as client,
-        ):
-            start = trio.current_time()
-            for i in range(40):
-                await client.send(bytes([i]) * 20_000)
-            elapsed = trio.current_time() - start
-            assert (await server.receive()).payload == bytes(20_000)
+    async with pair(FakeNetwork()) as (server, client):
+        start = trio.current_time()
+        for i in range(40):
+            await client.send(bytes([i]) * 20_000)
+        elapsed = trio.current_time() - start
+        assert (await server.receive()).payload == bytes(20_000)
     assert elapsed < 0.01
 
 
@@ -94,21 +109,16 @@ async def test_a_send_cancelled_while_paced_gives_its_message_up(
     # The common pattern of a timeout around each send, every one of them too
     # short for the rate: each cancelled send gives up what it had not sent
     # (counted), so nothing piles up behind which a later send would wait.
-    network = FakeNetwork()
-    with network.installed():
-        async with (
-            trioudp.open_udp_server(*SERVER) as server,
-            trioudp.open_udp_connection(*SERVER, local_address=CLIENT, send_rate=50_000) as client,
-        ):
-            for _ in range(20):
-                with trio.move_on_after(0.1):
-                    await client.send(b"a" * 200_000)
-            start = trio.current_time()
-            await client.send(b"urgent")
-            waited = trio.current_time() - start
-            stats = client.statistics()
-            with trio.fail_after(5):
-                message = await server.receive()
+    async with pair(FakeNetwork(), 50_000) as (server, client):
+        for _ in range(20):
+            with trio.move_on_after(0.1):
+                await client.send(b"a" * 200_000)
+        start = trio.current_time()
+        await client.send(b"urgent")
+        waited = trio.current_time() - start
+        stats = client.statistics()
+        with trio.fail_after(5):
+            message = await server.receive()
     assert waited < 0.1
     assert message.payload == b"urgent"
     assert stats.datagrams_send_dropped > 0
@@ -144,15 +154,10 @@ async def test_pacing_on_a_clock_with_a_coarse_step(autojump_clock: trio.testing
     # At 2**50 seconds a float clock moves in steps of an eighth of a second: a
     # wait for the rate shorter than that must still move it on.
     autojump_clock.jump(2.0**50)
-    network = FakeNetwork()
-    with network.installed():
-        async with (
-            trioudp.open_udp_server(*SERVER) as server,
-            trioudp.open_udp_connection(*SERVER, local_address=CLIENT, send_rate=100_000) as client,
-        ):
-            for i in range(10):
-                await client.send(bytes([i]) * 20_000)
-            got = [(await server.receive()).payload for _ in range(10)]
+    async with pair(FakeNetwork(), 100_000) as (server, client):
+        for i in range(10):
+            await client.send(bytes([i]) * 20_000)
+        got = [(await server.receive()).payload for _ in range(10)]
     assert got == [bytes([i]) * 20_000 for i in range(10)]
 
 
@@ -220,19 +225,13 @@ async def test_a_paced_send_cancelled_while_the_kernel_has_no_room_still_goes(
     # cancelled while the kernel has no room leaves it to the backlog task,
     # as without send_rate, and it arrives whole.
     network = FakeNetwork()
-    with network.installed():
-        async with (
-            trioudp.open_udp_server(*SERVER) as server,
-            trioudp.open_udp_connection(
-                *SERVER, local_address=CLIENT, send_rate=10_000_000
-            ) as client,
-        ):
-            network.refuse_sends(1)  # EAGAIN, writable again 1 ms later
-            with trio.move_on_after(0.0005) as scope:
-                await client.send(b"e" * 20_000)
-            assert scope.cancelled_caught
-            with trio.fail_after(5):
-                message = await server.receive()
-            stats = client.statistics()
+    async with pair(network, 10_000_000) as (server, client):
+        network.refuse_sends(1)  # EAGAIN, writable again 1 ms later
+        with trio.move_on_after(0.0005) as scope:
+            await client.send(b"e" * 20_000)
+        assert scope.cancelled_caught
+        with trio.fail_after(5):
+            message = await server.receive()
+        stats = client.statistics()
     assert message.payload == b"e" * 20_000
     assert stats.datagrams_send_dropped == 0
