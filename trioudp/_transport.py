@@ -2,7 +2,9 @@
 ``Transport``, under one error policy.
 
 Receiving. ``drain`` reads datagrams with ``recvfrom_into`` into one
-preallocated buffer until the kernel has none left or RECEIVE_BATCH were read,
+preallocated buffer until the kernel has none left or a batch was read (a
+few after the socket was empty, so that a burst's first messages go on at
+once, doubling up to RECEIVE_BATCH),
 feeding each to the engine (with GRO on, several per read, cut apart again),
 or until a message fills its receive queue: then the receive task lets that
 queue's consumer run before it reads on, so that under a flood what the
@@ -62,6 +64,11 @@ logger = logging.getLogger(__name__)
 
 #: Datagrams read per batch before the receive task lets other tasks run.
 RECEIVE_BATCH = 128
+#: Datagrams read by the first drain after the socket was found empty; each
+#: drain that reads its fill doubles it, up to RECEIVE_BATCH. A burst's first
+#: messages reach their consumers (a handler each, say) before the rest of it
+#: is decoded; a backlog is still read in full batches after a few turns.
+FIRST_BATCH = 4
 #: A drain that read this many checks whether the kernel is dropping meanwhile.
 DROPS_CHECKED_AFTER = 8
 
@@ -71,7 +78,7 @@ class Drained(enum.IntEnum):
 
     #: The socket has nothing more: wait until it is readable.
     EMPTY = 0
-    #: RECEIVE_BATCH were read (or GRO was just turned on): read on after a checkpoint.
+    #: The batch was read (or GRO was just turned on): read on after a checkpoint.
     MORE = 1
     #: A message filled its receive queue: read on once its consumer has run.
     FILLED = 2
@@ -267,6 +274,8 @@ class Transport:
         #: The count at the last ``check_drops``; datagrams the last drain read.
         self._drops_checked = -1 if self._drops_seen is None else self._drops_seen
         self._reads = 0
+        #: How many the next drain reads at most (see FIRST_BATCH).
+        self._batch = FIRST_BATCH
         #: The last drain read the count and did not leave the socket empty.
         self._checked = False
         self.receive_errors = 0
@@ -277,15 +286,21 @@ class Transport:
 
     def drain(self, now: float) -> Drained:
         """Read datagrams into the engine until the socket has none left, or
-        RECEIVE_BATCH were read, or GRO was just turned on, or a message filled
-        its receive queue. A drain that read many tells the engine whether the
+        the batch was read (FIRST_BATCH after the socket was empty, doubling up
+        to RECEIVE_BATCH), or GRO was just turned on, or a message filled its
+        receive queue. A drain that read many tells the engine whether the
         kernel is dropping datagrams meanwhile (``check_drops``)."""
         delivery = self._delivery
         if delivery.kernel_dropping and not self._checked:
             self.check_drops()  # it may have stopped since
         delivery.filled = False
-        self._reads = RECEIVE_BATCH
-        drained = self._drain_coalesced(now) if self.gro else self._drain_plain(now)
+        batch = self._reads = self._batch
+        drain = self._drain_coalesced if self.gro else self._drain_plain
+        drained = drain(now, batch)
+        if drained is Drained.EMPTY:
+            self._batch = FIRST_BATCH
+        elif drained is Drained.MORE:
+            self._batch = min(batch * 2, RECEIVE_BATCH)
         checked = self._reads >= DROPS_CHECKED_AFTER
         if checked:
             self.check_drops()
@@ -294,13 +309,13 @@ class Transport:
         self._checked = checked and drained is not Drained.EMPTY
         return drained
 
-    def _drain_plain(self, now: float) -> Drained:
+    def _drain_plain(self, now: float, batch: int) -> Drained:
         buffer = self._buffer
         receive_datagram = self._engine.receive_datagram
         recvfrom_into = self._sock.recvfrom_into
         view = memoryview(buffer)
         delivery = self._delivery
-        for read in range(RECEIVE_BATCH):
+        for read in range(batch):
             try:
                 size, address = recvfrom_into(buffer)
             except BlockingIOError:
@@ -322,7 +337,7 @@ class Transport:
                     return Drained.MORE
         return Drained.MORE
 
-    def _drain_coalesced(self, now: float) -> Drained:
+    def _drain_coalesced(self, now: float, batch: int) -> Drained:
         """``drain`` with GRO on: a read may bring several datagrams of one size
         (the last may be shorter), which go to the engine one by one."""
         receive_datagram = self._engine.receive_datagram
@@ -330,7 +345,7 @@ class Transport:
         buffers = [self._buffer]
         view = memoryview(self._buffer)
         delivery = self._delivery
-        for read in range(RECEIVE_BATCH):
+        for read in range(batch):
             try:
                 size, ancillary, _flags, address = recvmsg_into(buffers, GRO_ANCILLARY_SIZE)
             except BlockingIOError:
