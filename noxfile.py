@@ -215,6 +215,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/flood.py", "--json", "docs/bench/flood.json")
     session.run("python", "bench/control_loop.py", "--json", "docs/bench/control_loop.json")
     session.run("python", "bench/connections.py", "--json", "docs/bench/connections.json")
+    session.run("python", "bench/workloads.py", "--json", "docs/bench/workloads.json")
 
 
 @nox.session(python=PYTHONS[1])
