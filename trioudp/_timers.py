@@ -78,6 +78,8 @@ class Timers:
             entries.append((peer.heard + config.keepalive, Timer.QUIET, None))
         reception = self._reception
         for each in peer.streams():
+            if each.acks is not None:
+                continue  # reliable: it neither gives gaps up nor expires partials
             gap = reception.reorder_deadline(each)
             if gap is not None:
                 entries.append((gap, Timer.REORDER, each))
