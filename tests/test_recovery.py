@@ -87,3 +87,16 @@ def test_ranges_match_the_set_of_numbers(numbers: list[int]) -> None:
     assert covered == set(numbers)
     listed = ranges.ranges()
     assert all(a[0] > b[1] + 1 for a, b in itertools.pairwise(listed))  # disjoint, not adjacent
+
+
+def test_the_probe_timeout_follows_each_new_sample_and_backoff() -> None:
+    # It is kept between samples (a sender reads it at every look at its
+    # timers), so it must be worked out again after each sample and backoff.
+    rtt = RttEstimator()
+    timeouts: list[float] = []
+    for sample, backoff in [(0.1, 0), (0.3, 0), (0.02, 0), (0.02, 1), (5.0, 1), (5.0, 0)]:
+        rtt.update(sample)
+        timeout = rtt.probe_timeout(backoff, 1.0)
+        assert timeout == min(rtt.pto(backoff), max(1.0, rtt.pto()))
+        timeouts.append(timeout)
+    assert len(set(timeouts)) == len(timeouts)

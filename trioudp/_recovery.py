@@ -29,7 +29,15 @@ MAX_PTO = 60.0
 
 
 class RttEstimator:
-    __slots__ = ("_first", "latest", "max_ack_delay", "minimum", "smoothed", "variation")
+    __slots__ = (
+        "_first",
+        "_probe",
+        "latest",
+        "max_ack_delay",
+        "minimum",
+        "smoothed",
+        "variation",
+    )
 
     def __init__(
         self, *, initial: float = INITIAL_RTT, max_ack_delay: float = MAX_ACK_DELAY
@@ -40,12 +48,15 @@ class RttEstimator:
         self.smoothed: float = initial
         self.variation: float = initial / 2
         self._first = True
+        #: The last ``probe_timeout``: (backoff, floor, timeout).
+        self._probe: tuple[int, float, float] | None = None
 
     def update(self, sample: float, ack_delay: float = 0.0) -> None:
         """Take an RTT sample (seconds from sending a message to the
         acknowledgement of it) and the delay the peer reports it added."""
         if sample <= 0:
             return
+        self._probe = None
         self.latest = sample
         if self._first:
             self._first = False
@@ -65,6 +76,17 @@ class RttEstimator:
         """The probe timeout after ``backoff`` consecutive timeouts."""
         base = self.smoothed + max(4 * self.variation, GRANULARITY) + self.max_ack_delay
         return min(base * (1 << min(max(backoff, 0), 32)), MAX_PTO)
+
+    def probe_timeout(self, backoff: int, floor: float) -> float:
+        """``pto(backoff)``, capped at the larger of ``floor`` and ``pto()``; worked
+        out again only after a new sample or for another backoff or floor (a
+        reliable sender reads it whenever its timers are looked at)."""
+        probe = self._probe
+        if probe is not None and probe[0] == backoff and probe[1] == floor:
+            return probe[2]
+        timeout = min(self.pto(backoff), max(floor, self.pto()))
+        self._probe = (backoff, floor, timeout)
+        return timeout
 
     def loss_delay(self) -> float:
         """RFC 9002 §6.1.2: a message is lost once one sent after it was

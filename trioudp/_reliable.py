@@ -218,8 +218,6 @@ class Sender:
         self.queued_bytes: int = 0
         self.rtt: RttEstimator = RttEstimator(max_ack_delay=MAX_ACK_DELAY)
         self._pto_count = 0
-        #: ``_pto()`` as of the last RTT sample and backoff (0: not yet worked out).
-        self._pto_now = 0.0
         self.window: int = INITIAL_WINDOW * max_datagram_size
         self._threshold = inf
         self._recovery_start = -inf
@@ -568,7 +566,6 @@ class Sender:
             return
         self._counters.acks_received += 1
         self._pto_count = 0
-        self._pto_now = 0.0
         if newly[-1][0] == largest:
             self.rtt.update(now - newly[-1][1].time, delay)
         self._largest_acked = max(self._largest_acked, largest)
@@ -692,7 +689,6 @@ class Sender:
             return
         if (self._in_flight or self._blocked()) and now >= self._last_eliciting + self._pto():
             self._pto_count += 1
-            self._pto_now = 0.0
             self._counters.probe_timeouts += 1
             self._last_eliciting = now  # the probes go now: the next PTO counts from here
             probes = [
@@ -715,11 +711,7 @@ class Sender:
         """The probe timeout, backed off but capped so that at least
         GIVE_UP_PROBES probe rounds go before the give-up time: a lossy path
         alone does not make a live peer look gone."""
-        pto = self._pto_now
-        if not pto:  # worked out again only when the RTT or the backoff changed
-            cap = max(self._give_up_timeout / GIVE_UP_PROBES, self.rtt.pto())
-            pto = self._pto_now = min(self.rtt.pto(self._pto_count), cap)
-        return pto
+        return self.rtt.probe_timeout(self._pto_count, self._give_up_timeout / GIVE_UP_PROBES)
 
     def fail(self, reason: LostReason) -> None:
         """Stop: everything unacknowledged is counted failed and dropped."""
