@@ -3,8 +3,8 @@ gives the same events, bytes and counters either way.
 
 The fast paths: the decoder's shortcut for a plain frame (``_frame.py``),
 the receiver's for the next whole message of a known stream
-(``Reception.in_order``), and the sender's for one small bytes payload
-(``Engine.send``). ``Engine(fast_paths=False)`` takes the general path for
+(``Reception.in_order``, and ``Reception.reliable_in_order`` in reliable
+mode), and the sender's for one small bytes payload (``Engine.send``). ``Engine(fast_paths=False)`` takes the general path for
 everything."""
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from trioudp._frame import (
     _decode_fields_untrusted,
     decode_frame_untrusted,
     encode_plain,
+    encode_reliable,
+    sealer,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +117,83 @@ def test_the_in_order_shortcut_receives_as_the_general_path(
             engine.handle_timer(now)
             engine.receive_datagram(datagram, ADDRESSES[source], now)
         assert observe(fast, now) == observe(general, now)
+    for engine in (fast, general):
+        engine.handle_timer(10.0)
+    assert observe(fast, 10.0) == observe(general, 10.0)
+
+
+@st.composite
+def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
+    """What a reliable sender puts on the wire for a few messages (mostly
+    whole, some fragmented, some with a topic), then lost, duplicated and
+    reordered; and whole messages forged to say that the sender's oldest
+    unacknowledged message is past them."""
+    sender = Engine(
+        Config(reliable=True, max_datagram_size=200),
+        now=0.0,
+        connected_to=("10.0.0.1", 5000),
+        new_session_id=itertools.count(77).__next__,
+    )
+    peer = sender.client_peer
+    assert peer is not None
+    sent: list[bytes] = []
+    sizes = st.one_of(st.integers(0, 100), st.integers(0, 100), st.integers(0, 500))
+    for size, topic in draw(st.lists(st.tuples(sizes, st.sampled_from(["", "t"])), max_size=10)):
+        sender.queue(peer, bytes([len(sent) % 256]) * size, 0.0, topic=topic)
+        sent.extend(datagram for datagram, _, _ in sender.datagrams_to_send(0.0))
+    if not sent:
+        return []
+    arriving = draw(st.lists(st.sampled_from(sent), max_size=20))
+    if draw(st.booleans()) or not arriving:
+        arriving = sent + arriving  # all of it in order first, then copies
+    for index in draw(st.lists(st.integers(0, len(arriving) - 1), max_size=2)):
+        frame = decode_frame_untrusted(arriving[index])
+        if frame.fragment_count == 1 and not frame.parts:
+            forged = encode_reliable(
+                frame.session,
+                frame.sequence,
+                frame.packet + 1000,
+                frame.sequence + draw(st.integers(1, 3)),
+                None,
+                frame.topic,
+                frame.payload,
+                sealer(None),
+                authenticated=False,
+            )
+            arriving.insert(index, forged)
+    return [(datagram, index * 0.001) for index, datagram in enumerate(arriving)]
+
+
+@given(
+    reliable_traffic(),
+    st.lists(st.sampled_from([False, False, True]), min_size=30, max_size=30),
+    st.sampled_from([None, None, frozenset({"", "t"}), frozenset({"t"})]),
+    st.sampled_from(
+        [
+            {},
+            {"reorder_window": 2},
+            {"max_message_size": 300},
+            {"peer_buffer_bytes": 700, "max_message_size": 500},
+        ]
+    ),
+)
+def test_the_reliable_in_order_shortcut_receives_as_the_general_path(
+    arriving: list[tuple[bytes, float]],
+    takes: list[bool],
+    topics: frozenset[str] | None,
+    limits: dict[str, int],
+) -> None:
+    # The application takes what waits only now and then, so that the window
+    # and the budget fill up too.
+    fast, general = engines(reliable=True, **limits)
+    for engine in (fast, general):
+        engine.subscribe(topics)
+    for (datagram, now), take in zip(arriving, takes, strict=False):
+        for engine in (fast, general):
+            engine.handle_timer(now)
+            engine.receive_datagram(datagram, ADDRESSES[0], now)
+        if take:
+            assert observe(fast, now) == observe(general, now)
     for engine in (fast, general):
         engine.handle_timer(10.0)
     assert observe(fast, 10.0) == observe(general, 10.0)

@@ -272,9 +272,14 @@ class Engine:
         counters.datagrams_received += len(parts) or 1
         counters.bytes_received += size
         reception = self._reception
-        if frame.fragment_count == 1 and self._fast and reception.in_order(peer, frame, now):
-            self._alive(peer, now)
-            return
+        if frame.fragment_count == 1 and self._fast:
+            if reception.in_order(peer, frame, now):
+                self._alive(peer, now)
+                return
+            if self.reliable and reception.reliable_in_order(peer, frame, now):
+                self._alive(peer, now)
+                self._control.acknowledge(peer, frame.packet, True, now)
+                return
         first = frame.oldest if self.reliable else frame.sequence
         stream = reception.stream(peer, group, session, first, now)
         if self.key is not None and not group and peer.known_as != session:

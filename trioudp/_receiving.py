@@ -235,6 +235,42 @@ class Reception:
         ordered.step(len(parts))
         return True
 
+    def reliable_in_order(self, peer: Peer, frame: Frame, now: float) -> bool:
+        """``in_order`` for a reliable stream: the next whole message of its
+        session, with nothing waiting, no catching up to do, and room for it
+        (as ``reliable_data`` would take it). False: not that case (``fresh``
+        would say the same of it), take the general path."""
+        stream = peer.unicast
+        if (
+            stream is None
+            or stream.session != frame.session
+            or stream.acks is None
+            or frame.parts
+            or self.topics is not None
+        ):
+            return False
+        window = stream.window
+        sequence = frame.sequence
+        config = self._config
+        payload = frame.payload
+        length = len(payload)
+        if (
+            type(window) is not OrderedWindow
+            or sequence != window.base
+            or window.pending
+            or sequence_difference(frame.oldest, sequence) > 0
+            or peer.queued >= config.reorder_window
+            or length > config.max_message_size
+            or not self._admits(peer, message_cost(length), next_message=True)
+        ):
+            return False
+        stream.last_activity = now
+        topic = frame.topic
+        text = topic.decode() if topic else ""
+        self._delivery.put(peer, Message(bytes(payload), peer.address, sequence, text, peer, 1))
+        window.step()
+        return True
+
     def message(
         self,
         peer: Peer,
