@@ -13,11 +13,13 @@ import itertools
 from array import array
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sansio import ADDRESSES, traffic
 
 from trioudp import Config, Message
+from trioudp._budget import message_cost
 from trioudp._engine import Engine
 from trioudp._frame import (
     CRC_SIZE,
@@ -125,11 +127,11 @@ def test_the_in_order_shortcut_receives_as_the_general_path(
 @st.composite
 def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
     """What a reliable sender puts on the wire for a few messages (mostly
-    whole, some fragmented, some with a topic), then lost, duplicated and
+    whole, some fragmented, some with a topic, some bundled), then lost, duplicated and
     reordered; and whole messages forged to say that the sender's oldest
     unacknowledged message is past them."""
     sender = Engine(
-        Config(reliable=True, max_datagram_size=200),
+        Config(reliable=True, max_datagram_size=300),
         now=0.0,
         connected_to=("10.0.0.1", 5000),
         new_session_id=itertools.count(77).__next__,
@@ -137,10 +139,13 @@ def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
     peer = sender.client_peer
     assert peer is not None
     sent: list[bytes] = []
-    sizes = st.one_of(st.integers(0, 100), st.integers(0, 100), st.integers(0, 500))
-    for size, topic in draw(st.lists(st.tuples(sizes, st.sampled_from(["", "t"])), max_size=10)):
+    sizes = st.one_of(st.integers(0, 40), st.integers(0, 700))  # whole, bundled or fragmented
+    messages = st.tuples(sizes, st.sampled_from(["", "t"]), st.booleans())
+    for size, topic, flush in draw(st.lists(messages, max_size=12)):
         sender.queue(peer, bytes([len(sent) % 256]) * size, 0.0, topic=topic)
-        sent.extend(datagram for datagram, _, _ in sender.datagrams_to_send(0.0))
+        if flush:  # else it may share a bundle with the next ones
+            sent.extend(datagram for datagram, _, _ in sender.datagrams_to_send(0.0))
+    sent.extend(datagram for datagram, _, _ in sender.datagrams_to_send(0.0))
     if not sent:
         return []
     arriving = draw(st.lists(st.sampled_from(sent), max_size=20))
@@ -172,6 +177,7 @@ def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
         [
             {},
             {"reorder_window": 2},
+            {"reorder_window": 4},
             {"max_message_size": 300},
             {"peer_buffer_bytes": 700, "max_message_size": 500},
         ]
@@ -197,6 +203,49 @@ def test_the_reliable_in_order_shortcut_receives_as_the_general_path(
     for engine in (fast, general):
         engine.handle_timer(10.0)
     assert observe(fast, 10.0) == observe(general, 10.0)
+
+
+def reliable_frames(batches: list[int], size: int) -> list[bytes]:
+    """A reliable sender's datagrams for ``batches`` of messages of ``size``
+    bytes, each batch queued at once (so sent as one bundle)."""
+    sender = Engine(
+        Config(reliable=True),
+        now=0.0,
+        connected_to=("10.0.0.1", 5000),
+        new_session_id=itertools.count(77).__next__,
+    )
+    peer = sender.client_peer
+    assert peer is not None
+    sent: list[bytes] = []
+    for count in batches:
+        for _ in range(count):
+            sender.queue(peer, b"m" * size, 0.0)
+        sent.extend(datagram for datagram, _, _ in sender.datagrams_to_send(0.0))
+    return sent
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"reorder_window": 3},
+        # Room for exactly two 100-byte messages (160 bytes of bookkeeping each).
+        {"peer_buffer_bytes": 2 * message_cost(100) + 50, "max_message_size": 100},
+    ],
+)
+@pytest.mark.parametrize("untaken", [0, 1, 2, 3])
+@pytest.mark.parametrize("bundled", [1, 2, 3, 4])
+def test_a_bundle_at_the_edge_of_the_window_or_budget_is_taken_as_the_general_path_takes_it(
+    limits: dict[str, int], untaken: int, bundled: int
+) -> None:
+    # ``untaken`` messages wait for the application, then a bundle of
+    # ``bundled`` comes: all of it fits, or some of it is refused (and the
+    # bundle not acknowledged) exactly as the general path decides.
+    frames = reliable_frames([1] * untaken + [bundled], 100)
+    fast, general = engines(reliable=True, **limits)
+    for engine in (fast, general):
+        for datagram in frames:
+            engine.receive_datagram(datagram, ADDRESSES[0], 0.0)
+    assert observe(fast, 0.0) == observe(general, 0.0)
 
 
 def view(data: bytes) -> memoryview:

@@ -236,39 +236,52 @@ class Reception:
         return True
 
     def reliable_in_order(self, peer: Peer, frame: Frame, now: float) -> bool:
-        """``in_order`` for a reliable stream: the next whole message of its
-        session, with nothing waiting, no catching up to do, and room for it
-        (as ``reliable_data`` would take it). False: not that case (``fresh``
-        would say the same of it), take the general path."""
+        """``in_order`` for a reliable stream: the next whole message (or
+        bundle) of its session, with nothing waiting, no catching up to do, and
+        room for all of it in the window and the budget (as ``reliable_data``
+        would take it). False: not that case, take the general path."""
         stream = peer.unicast
         if (
             stream is None
             or stream.session != frame.session
             or stream.acks is None
-            or frame.parts
             or self.topics is not None
         ):
             return False
         window = stream.window
         sequence = frame.sequence
         config = self._config
-        payload = frame.payload
-        length = len(payload)
+        payloads = frame.parts or (frame.payload,)
         if (
             type(window) is not OrderedWindow
             or sequence != window.base
             or window.pending
             or sequence_difference(frame.oldest, sequence) > 0
-            or peer.queued >= config.reorder_window
-            or length > config.max_message_size
-            or not self._admits(peer, message_cost(length), next_message=True)
+            or peer.queued + len(payloads) > config.reorder_window
         ):
             return False
+        budget = self._budget
+        total, buffered = budget.total, peer.buffered
+        for payload in payloads:
+            # _admits(next_message=True) for each in turn, as each one taken
+            # is charged before the next is looked at.
+            cost = message_cost(len(payload))
+            if len(payload) > config.max_message_size or not (
+                (total + cost <= budget.total_limit or not total)
+                and (buffered + cost <= budget.peer_limit or not buffered)
+            ):
+                return False
+            total += cost
+            buffered += cost
         stream.last_activity = now
         topic = frame.topic
         text = topic.decode() if topic else ""
-        self._delivery.put(peer, Message(bytes(payload), peer.address, sequence, text, peer, 1))
-        window.step()
+        put = self._delivery.put
+        address = peer.address
+        for payload in payloads:
+            put(peer, Message(bytes(payload), address, sequence, text, peer, 1))
+            sequence = (sequence + 1) & 0xFFFFFFFF
+        window.step(len(payloads))
         return True
 
     def message(
