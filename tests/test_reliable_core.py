@@ -19,13 +19,8 @@ from trioudp._frame import (
     sealer,
 )
 from trioudp._peer import Peer
-from trioudp._reliable import (
-    INITIAL_WINDOW,
-    MINIMUM_WINDOW,
-    Acknowledger,
-    Sender,
-    expand_packet,
-)
+from trioudp._recovery import Acknowledger, expand_packet
+from trioudp._reliable import INITIAL_WINDOW, MINIMUM_WINDOW, Sender
 from trioudp._statistics import Counters, EndpointStatistics
 
 

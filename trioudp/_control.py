@@ -56,7 +56,8 @@ if TYPE_CHECKING:
     from ._message import Address
     from ._peer import Peer
     from ._receiving import Reception
-    from ._reliable import Acknowledger, Sender
+    from ._recovery import Acknowledger
+    from ._reliable import Sender
     from ._sending import Output
     from ._statistics import Counters
 

@@ -35,7 +35,7 @@ from ._budget import FRAGMENT_COST, PARTIAL_COST, message_cost, partial_cost
 from ._frame import sequence_difference
 from ._message import Message
 from ._ordering import DUPLICATE, NEW, OrderedWindow, UnorderedWindow, waiting_cost
-from ._reliable import Acknowledger
+from ._recovery import Acknowledger
 
 if TYPE_CHECKING:
     from collections.abc import Callable

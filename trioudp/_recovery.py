@@ -12,11 +12,22 @@ AckRanges keeps which sequence numbers arrived as a short list of disjoint,
 inclusive ranges (what a selective acknowledgement carries), merging
 neighbours and dropping the oldest ranges beyond a bound, so a lossy peer
 cannot make it grow without limit.
+
+The receiver of a reliable stream (``Acknowledger``, one per stream) records
+packet numbers of datagrams it has accepted (stored or already delivered;
+never one it had to refuse), and acknowledges after every second one, at once
+when one arrives out of order, and otherwise within ``MAX_ACK_DELAY`` (RFC
+9000 §13.2). It keeps ACK_RANGES ranges and sends the newest few plus those
+of every packet that came since the previous ACK (a late packet may fill a
+hole far back).
 """
 
 from __future__ import annotations
 
 import bisect
+from math import inf
+
+from ._frame import encode_ack_body
 
 #: RFC 9002 §6.2.2: the initial RTT before any sample.
 INITIAL_RTT = 0.333
@@ -26,6 +37,25 @@ GRANULARITY = 0.001
 MAX_ACK_DELAY = 0.025
 #: Cap on the probe timeout, however many times it has backed off.
 MAX_PTO = 60.0
+#: Ranges an Acknowledger keeps (and an ACK frame carries at most).
+ACK_RANGES = 32
+#: Acknowledge after this many accepted datagrams without waiting (RFC 9000 §13.2.2).
+ACK_EVERY = 2
+
+_PACKET_SPACE = 1 << 32
+
+
+def expand_packet(truncated: int, largest: int) -> int:
+    """The full packet number whose low 32 bits are ``truncated`` that lies
+    closest to ``largest + 1`` (RFC 9000 Appendix A.3)."""
+    expected = largest + 1
+    half = _PACKET_SPACE // 2
+    candidate = (expected & ~(_PACKET_SPACE - 1)) | truncated
+    if candidate <= expected - half:
+        return candidate + _PACKET_SPACE
+    if candidate > expected + half and candidate >= _PACKET_SPACE:
+        return candidate - _PACKET_SPACE
+    return candidate
 
 
 class RttEstimator:
@@ -142,3 +172,72 @@ class AckRanges:
 
     def largest(self) -> int | None:
         return self._ends[-1] if self._ends else None
+
+
+class Acknowledger:
+    """The receive side of one reliable stream: which packets to acknowledge, and when."""
+
+    __slots__ = ("_largest", "_largest_at", "_packets", "_recent", "_unacked", "due", "limit_sent")
+
+    def __init__(self) -> None:
+        self._packets = AckRanges(ACK_RANGES)
+        self._largest = -1
+        self._largest_at = 0.0
+        self._unacked = 0
+        #: Packets received since the last ACK: each one's range goes in the next.
+        self._recent: list[int] = []
+        #: When an ACK must go (inf: none owed).
+        self.due: float = inf
+        #: The window limit the last ACK carried (-1: none sent yet).
+        self.limit_sent: int = -1
+
+    def is_newest(self, truncated: int) -> bool:
+        """Whether this packet number is beyond every one received."""
+        return expand_packet(truncated, self._largest) > self._largest
+
+    def record(self, truncated: int, now: float) -> None:
+        """A datagram with this packet number was accepted."""
+        packet = expand_packet(truncated, self._largest)
+        in_order = packet == self._largest + 1 or self._largest < 0
+        if self._packets.add(packet) and len(self._recent) < ACK_RANGES:
+            self._recent.append(packet)
+        if packet > self._largest:
+            self._largest = packet
+            self._largest_at = now
+        self._unacked += 1
+        if not in_order or self._unacked >= ACK_EVERY:
+            self.due = now
+        else:
+            self.due = min(self.due, now + MAX_ACK_DELAY)
+
+    def body(
+        self,
+        now: float,
+        limit: int,
+        receiver: int,
+        delivered: int,
+        newest: int = ACK_RANGES,
+        most: int = ACK_RANGES,
+    ) -> bytes:
+        """The ACK to send now (it clears what was owed): the ``newest`` ranges
+        and those of packets new since the last one, at most ``most`` in all."""
+        self._unacked = 0
+        self.due = inf
+        self.limit_sent = limit
+        recent, self._recent = self._recent, []
+        if self._largest < 0:
+            return encode_ack_body(0.0, receiver, delivered, [])
+        # The newest range, those of packets that came since the last ACK (a late
+        # packet may fill a hole far back), then the next newest: in that order of
+        # need, as many as fit.
+        every = self._packets.ranges()
+        wanted = [0]
+        for packet in recent:
+            for index, (low, high) in enumerate(every):
+                if low <= packet <= high:
+                    wanted.append(index)
+                    break
+        wanted.extend(range(1, min(newest, len(every))))
+        chosen = sorted(list(dict.fromkeys(wanted))[: max(most, 0)])
+        spans = [(every[i][1], every[i][0]) for i in chosen[:ACK_RANGES]]
+        return encode_ack_body(now - self._largest_at, receiver, delivered, spans)
