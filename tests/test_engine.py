@@ -435,6 +435,7 @@ def test_statistics_fields_are_the_counters_and_pending() -> None:
         "messages_unacknowledged",
         "bytes_in_flight",
         "congestion_window",
+        "max_datagram_size",
         "rtt_smoothed",
         "rtt_variation",
         "rtt_min",

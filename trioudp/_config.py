@@ -221,6 +221,16 @@ class Config:
     """How long a reliable sender waits for any answer from a peer that has
     unacknowledged messages before it declares the peer lost."""
 
+    probe_path_mtu: bool = attrs.field(default=True, validator=_boolean)
+    """Reliable mode: once a message had to be cut into fragments, probe the
+    path for larger datagrams than ``max_datagram_size`` (RFC 8899: 1472,
+    8972 and 65507 bytes, what Ethernet, jumbo frames and the loopback carry),
+    and cut the messages queued after a size is confirmed to it (the peer's
+    ``max_datagram_size`` statistic). Linux, where a socket can forbid IP
+    fragmentation; elsewhere it does nothing. False keeps every datagram
+    within ``max_datagram_size``, as on a path whose MTU may shrink during a
+    session (docs/protocol.md)."""
+
     keepalive: float | None = attrs.field(
         default=None, validator=_seconds(15, 86400, optional=True)
     )
@@ -357,6 +367,7 @@ class Options(TypedDict, total=False):
     offload: bool
     reliable: bool
     give_up_timeout: float
+    probe_path_mtu: bool
     keepalive: float | None
     dead_timeout: float | None
 

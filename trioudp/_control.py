@@ -23,8 +23,9 @@ by itself. Sizes are those of the frames as encoded (with a key, a 16-byte
 tag rather than a 4-byte CRC).
 
 In. An ACK goes to the peer's sender (for this peer's session only); a PING is
-answered with an ACK at once; a REJECT fails the peer's sender with the
-reason it gives.
+answered with an ACK at once (one that is a path MTU probe, with a packet
+number in its body, has that number acknowledged: _pmtu.py); a REJECT fails
+the peer's sender with the reason it gives.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ._frame import (
     decode_ack_untrusted,
     encode_ack_body,
     encode_control,
+    probe_packet,
     sealer,
     sequence_difference,
 )
@@ -271,6 +273,9 @@ class Control:
         if stream is not None and stream.session == frame.session and stream.acks is not None:
             if sequence_difference(frame.sequence, stream.ordered().base) > 0:
                 self._reception.catch_up(peer, stream, frame.sequence)
+            packet = probe_packet(frame.payload)
+            if packet is not None:  # a path MTU probe: it arrived whole
+                stream.acks.record(packet, now)
             stream.acks.due = now
         else:
             limit = (frame.sequence + self._config.reorder_window - 1) & 0xFFFFFFFF

@@ -52,7 +52,7 @@ from ._peer import LostPeer
 from ._reasons import LostReason
 from ._sending import encode_topic
 from ._sockethook import is_fake
-from ._sockets import AddressBook, adopt_socket, client_socket, peer_name, server_socket
+from ._sockets import AddressBook, adopt_socket, client_socket, peer_name, probing, server_socket
 from ._transport import Drained, Sent, Transport
 
 if sys.version_info < (3, 11):
@@ -122,6 +122,8 @@ class Endpoint:
             self._trio_socket = trio.socket.from_stdlib_socket(sock)
             self._wait_readable = partial(trio.lowlevel.wait_readable, sock)
             wait_writable = partial(trio.lowlevel.wait_writable, sock)
+        if self._trio_socket is not None:
+            config = probing(sock, config)
         self._config = config
         self._reliable = config.reliable
         self._remote = peer_name(sock)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from errno import EMSGSIZE
 from math import inf
 from typing import TYPE_CHECKING
 
@@ -605,22 +606,35 @@ class Engine:
     # -- the transport's reports ---------------------------------------------------------
 
     def send_failed(
-        self, address: Address, errno: int, datagrams: int, now: float, *, permanent: bool
-    ) -> None:
-        """The kernel refused ``datagrams`` datagrams to ``address`` (counted as
-        dropped against its peer). ``permanent``: the address can never be sent
-        to (not permitted, too large...), which fails a reliable peer at once;
-        otherwise a reliable peer that stays unreachable fails when its sender
-        gives up, with this error as the reason."""
+        self,
+        address: Address,
+        errno: int,
+        datagrams: int,
+        now: float,
+        *,
+        permanent: bool,
+        size: int = 0,
+    ) -> bool:
+        """The kernel refused ``datagrams`` datagrams (the first ``size`` bytes)
+        to ``address`` (counted as dropped against its peer). ``permanent``: the
+        address can never be sent to (not permitted, too large...), which fails
+        a reliable peer at once; otherwise a reliable peer that stays
+        unreachable fails when its sender gives up, with this error as the
+        reason. Gives whether it was permanent after all: a path MTU probe
+        refused as too large (EMSGSIZE) only ends the search for larger datagrams."""
         peer = self.peers.get(address) or self._table.destinations.get(address)
         if peer is None:
             self._own.datagrams_send_dropped += datagrams
-            return
+            return permanent
         peer.counters.datagrams_send_dropped += datagrams
+        sender = peer.sender
+        if errno == EMSGSIZE and sender is not None and sender.path.refused(size):
+            return False
         peer.errno = errno
         peer.send_error_at = now
-        if permanent and peer.sender is not None:
+        if permanent and sender is not None:
             self.fail(peer, LostReason.UNREACHABLE, errno)
+        return permanent
 
     def unreachable(self, errno: int, strerror: str, now: float) -> None:
         """The kernel reported an ICMP error for the connected peer: counted, and

@@ -86,6 +86,8 @@ _PREFIXED_HEADER = struct.Struct("!3sBQI")
 _PREFIX = MAGIC + bytes((VERSION,))
 _FRAGMENT_HEADER = struct.Struct("!IHH")
 _CRC = struct.Struct("!I")
+#: A path MTU probe's packet number, at the start of its PING's body.
+_PROBE_PACKET = struct.Struct("!I")
 _RELIABLE_HEADER = struct.Struct("!II")
 _ACK_RANGE = struct.Struct("!II")
 _PART_LENGTH = struct.Struct("!H")
@@ -533,6 +535,32 @@ def encode_control(
     """A CONTROL frame of ``kind`` (KIND_ACK, KIND_PING, KIND_REJECT)."""
     flags = FLAG_CONTROL | (FLAG_AUTH if authenticated else 0)
     return seal(_HEADER.pack(MAGIC, VERSION, flags, session, value) + bytes((kind,)) + body)
+
+
+def encode_probe(
+    session: int,
+    oldest: int,
+    packet: int,
+    size: int,
+    seal: Callable[[bytes], bytes],
+    *,
+    authenticated: bool,
+) -> bytes:
+    """A path MTU probe (_pmtu.py): a PING of exactly ``size`` bytes whose body
+    is a reliable packet number, then zeros. A receiver that knows probes
+    acknowledges the packet number; one that does not ignores the body."""
+    fixed = HEADER_SIZE + 1 + _PROBE_PACKET.size + (TAG_SIZE if authenticated else CRC_SIZE)
+    body = _PROBE_PACKET.pack(packet & 0xFFFFFFFF) + bytes(max(size - fixed, 0))
+    return encode_control(KIND_PING, session, oldest, body, seal, authenticated=authenticated)
+
+
+def probe_packet(body: Buffer) -> int | None:
+    """The packet number a PING's body carries (a path MTU probe), or None."""
+    view = memoryview(body)
+    if view.nbytes < _PROBE_PACKET.size:
+        return None
+    packet: int = _PROBE_PACKET.unpack_from(view)[0]
+    return packet
 
 
 class Ack(NamedTuple):

@@ -149,6 +149,7 @@ class Peer:
             messages_unacknowledged=sender.unacknowledged,
             bytes_in_flight=sender.bytes_in_flight,
             congestion_window=sender.window,
+            max_datagram_size=sender.path.size,
             rtt_smoothed=rtt.smoothed if rtt.latest else 0.0,
             rtt_variation=rtt.variation if rtt.latest else 0.0,
             rtt_min=rtt.minimum,

@@ -58,12 +58,14 @@ from ._frame import (
     bundle_body,
     byte_view,
     encode_control,
+    encode_probe,
     encode_reliable,
     fragment_size,
     frame_overhead,
     sealer,
     sequence_difference,
 )
+from ._pmtu import PROBE_SIZES_IPV4, PROBE_SIZES_IPV6, PathMtu
 from ._reasons import LostReason
 from ._recovery import MAX_ACK_DELAY, RttEstimator, expand_packet
 
@@ -170,11 +172,15 @@ class Sender:
         key: bytes | None,
         counters: Counters,
         budget: Budget,
+        probe_sizes: tuple[int, ...] = (),
     ) -> None:
         self.session = session
         #: The endpoint's budget, charged what the queued messages cost.
         self._budget = budget
         self._max_datagram_size = max_datagram_size
+        #: The search for larger datagrams (_pmtu.py): ``_max_datagram_size``
+        #: follows its confirmed size.
+        self.path = PathMtu(max_datagram_size, probe_sizes)
         self._give_up_timeout = give_up_timeout
         self._key = key
         self._seal: Callable[[bytes], bytes] = sealer(key)
@@ -218,6 +224,7 @@ class Sender:
     @classmethod
     def for_peer(cls, peer: Peer, config: Config, key: bytes | None, budget: Budget) -> Sender:
         """The sender of ``peer``'s reliable messages, on its send session."""
+        sizes = PROBE_SIZES_IPV6 if ":" in peer.address[0] else PROBE_SIZES_IPV4
         return cls(
             peer.send_session,
             max_datagram_size=config.max_datagram_size,
@@ -226,6 +233,7 @@ class Sender:
             key=key,
             counters=peer.counters,
             budget=budget,
+            probe_sizes=sizes if config.probe_path_mtu else (),
         )
 
     # -- the application's side ---------------------------------------------------
@@ -234,30 +242,64 @@ class Sender:
         """Take one message to send (split into fragments now, sent by ``transmit``)."""
         view = byte_view(payload)
         length = view.nbytes
-        chunk = fragment_size(
-            length, self._max_datagram_size, topic=topic, key=self._key, reliable=True
-        )
         sequence = self.next_sequence
         self.next_sequence = (sequence + 1) & 0xFFFFFFFF
-        if chunk == length:
-            pieces = [_Fragment(sequence, None, topic, bytes(view), priority)]
-        else:
-            count = -(-length // chunk)
-            pieces = [
-                _Fragment(
-                    sequence,
-                    (length, index, count),
-                    topic,
-                    bytes(view[index * chunk : (index + 1) * chunk]),
-                    priority,
-                )
-                for index in range(count)
-            ]
+        pieces = self._cut(sequence, view, topic, priority)
         self._unsent.extend(pieces)
         cost = send_cost(length, len(pieces))
         self._messages[sequence] = _Pending(pieces, length, cost)
         self.queued_bytes += length
         self._budget.total += cost
+
+    def _cut(
+        self, sequence: int, view: memoryview, topic: bytes, priority: int | None
+    ) -> list[_Fragment]:
+        """A message's fragments, each within ``_max_datagram_size``."""
+        length = view.nbytes
+        chunk = fragment_size(
+            length, self._max_datagram_size, topic=topic, key=self._key, reliable=True
+        )
+        if chunk == length:
+            return [_Fragment(sequence, None, topic, bytes(view), priority)]
+        self.path.wanted = True  # larger datagrams would help
+        count = -(-length // chunk)
+        return [
+            _Fragment(
+                sequence,
+                (length, index, count),
+                topic,
+                bytes(view[index * chunk : (index + 1) * chunk]),
+                priority,
+            )
+            for index in range(count)
+        ]
+
+    def _recut(self) -> None:
+        """The path takes larger datagrams now: a message none of whose fragments
+        went yet (the receiver has seen none of them) is cut again to the new
+        size. One partly sent stays as it was cut."""
+        unsent: deque[_Fragment] = deque()
+        recut: set[int] = set()
+        for fragment in self._unsent:
+            sequence = fragment.sequence
+            if sequence in recut:
+                continue  # its new pieces are in already
+            pending = self._messages.get(sequence)
+            if (
+                fragment.fragment is None
+                or pending is None
+                or any(f.latest >= 0 for f in pending.fragments)
+            ):
+                unsent.append(fragment)
+                continue
+            whole = memoryview(b"".join(f.chunk for f in pending.fragments))
+            pending.fragments = self._cut(sequence, whole, fragment.topic, fragment.priority)
+            cost = send_cost(pending.size, len(pending.fragments))
+            self._budget.total += cost - pending.cost
+            pending.cost = cost
+            unsent.extend(pending.fragments)
+            recut.add(sequence)
+        self._unsent = unsent
 
     @property
     def unacknowledged(self) -> int:
@@ -346,7 +388,26 @@ class Sender:
             else:
                 spent += size
         self._probes = 0
+        if room == inf and (probe := self.path.probe_due()) is not None:
+            self._probe(probe, now, out)  # only to a validated address
         return spent
+
+    def _probe(self, size: int, now: float, out: list[Datagram]) -> None:
+        """Send a path MTU probe of ``size`` bytes (_pmtu.py) under the next
+        packet number: not data, so not in flight, and not waited on."""
+        packet = self._next_packet
+        self._next_packet += 1
+        probe = encode_probe(
+            self.session,
+            self.oldest(),
+            packet,
+            size,
+            self._seal,
+            authenticated=self._key is not None,
+        )
+        out.append((probe, None))
+        self.path.sent(packet, now + self._pto())
+        self._counters.pings_sent += 1
 
     def _bundle(
         self, first: _Fragment, queue: deque[_Fragment], again: bool
@@ -525,6 +586,9 @@ class Sender:
             if top > largest_sent:
                 return  # acknowledges what was never sent: not from our peer
             spans.append((top - sequence_difference(high, low), top))
+        if self.path.acknowledged(spans):
+            self._max_datagram_size = self.path.size
+            self._recut()
         largest = spans[0][1]
         in_flight = self._in_flight
         newly: list[tuple[int, _Sent]] = []
@@ -643,7 +707,7 @@ class Sender:
         """When ``on_timer`` should run next (inf: not until something changes)."""
         if self.failure is not None:
             return inf
-        deadline = self._loss_time
+        deadline = min(self._loss_time, self.path.deadline())
         if self._in_flight or self._blocked():
             deadline = min(deadline, self._last_eliciting + self._pto())
         if self._waiting_since is not None:
@@ -653,6 +717,7 @@ class Sender:
     def on_timer(self, now: float) -> None:
         if self.failure is not None:
             return
+        self.path.on_timer(now)
         waiting = self._waiting_since
         if waiting is not None and now >= waiting + self._give_up_timeout:
             if self._messages or self._in_flight:

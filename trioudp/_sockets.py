@@ -7,6 +7,7 @@ import socket as stdlib_socket
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
 import trio
 
 from ._multicast import set_priority
@@ -37,6 +38,40 @@ def kernel_drops(sock: stdlib_socket.socket) -> int | None:
     if len(info) < _MEMINFO_SIZE:
         return None
     return int.from_bytes(info[32:36], sys.byteorder)
+
+
+#: Linux's IP_MTU_DISCOVER and IPV6_MTU_DISCOVER, and their PMTUDISC_PROBE
+#: setting: every datagram goes with Don't Fragment, never cut up by IP, and
+#: the kernel's own path MTU estimate is not applied (what path MTU probes
+#: need, RFC 8899 §6.1: a probe too large for the path is lost, not
+#: fragmented; one too large for the interface fails with EMSGSIZE).
+_IP_MTU_DISCOVER = 10
+_IPV6_MTU_DISCOVER = 23
+_PMTUDISC_PROBE = 3
+
+
+def probing(sock: stdlib_socket.socket, config: Config) -> Config:
+    """``config``, with path MTU probing left off unless the kernel can be made
+    to send ``sock``'s datagrams whole or not at all (Linux): else IP could
+    fragment a probe too large for the path, and it would seem to fit."""
+    if config.reliable and config.probe_path_mtu and not _forbid_fragmentation(sock):
+        return attrs.evolve(config, probe_path_mtu=False)
+    return config
+
+
+def _forbid_fragmentation(sock: stdlib_socket.socket) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if sock.family == stdlib_socket.AF_INET6:
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE)
+            # Its IPv4-mapped peers go over IPv4.
+            sock.setsockopt(stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+        else:
+            sock.setsockopt(stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+    except OSError:
+        return False
+    return True
 
 
 def check_port(port: object) -> int:

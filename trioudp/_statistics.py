@@ -207,6 +207,10 @@ class PeerStatistics:
     """Bytes of reliable datagrams sent and not yet acknowledged or lost."""
     congestion_window: int = 0
     """Bytes the congestion controller lets be in flight (reliable mode)."""
+    max_datagram_size: int = 0
+    """The largest datagram (UDP payload) the reliable sender cuts new messages
+    to: ``max_datagram_size``, or the larger size a path MTU probe confirmed
+    (``probe_path_mtu``; reliable mode, 0 otherwise)."""
     rtt_smoothed: float = 0.0
     """Smoothed round-trip time in seconds (RFC 9002; reliable mode, 0 before a sample)."""
     rtt_variation: float = 0.0

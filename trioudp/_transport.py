@@ -721,8 +721,9 @@ class Transport:
         self._pending.popleft()
         self._waiting -= count
         self._done += count
-        permanent = action is Action.REFUSED
-        engine.send_failed(address, code, count, now, permanent=permanent)
+        permanent = engine.send_failed(
+            address, code, count, now, permanent=action is Action.REFUSED, size=len(data)
+        )
         self._on_engine()
         logger.debug("dropped %d datagram(s) to %s: %s", count, address, exc)
         if permanent:
