@@ -6,6 +6,7 @@ the path carries, never loses a message to a probe, and stays at
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import pytest
 import trio
@@ -13,7 +14,7 @@ import trio.testing
 
 import trioudp
 from trioudp._frame import decode_frame_untrusted, encode_probe, probe_packet, sealer
-from trioudp._pmtu import MAX_PROBES, PROBE_SIZES_IPV4, PathMtu
+from trioudp._pmtu import MAX_PROBES, PROBE_SIZES_IPV4, RAISE_INTERVAL, PathMtu
 from trioudp.testing import FakeNetwork, Faults
 
 SERVER = ("10.0.0.1", 5000)
@@ -28,18 +29,18 @@ def test_each_acknowledged_probe_confirms_its_size_and_the_next_is_tried() -> No
         assert path.probe_due() == size
         path.sent(packet, timeout=1.0)
         assert path.probe_due() is None  # one at a time
-        assert not path.acknowledged([(packet + 1, packet + 5)])
-        assert path.acknowledged([(packet, packet)])
+        assert path.acknowledged([(packet + 1, packet + 5)]) == -1
+        assert path.acknowledged([(packet, packet)]) == packet
         assert path.size == size
     assert path.probe_due() is None
     assert not path.searching
 
 
-def test_a_size_lost_max_probes_times_ends_the_search_below_it() -> None:
+def test_a_size_lost_max_probes_times_stops_the_search_below_it() -> None:
     path = PathMtu(1200, PROBE_SIZES_IPV4)
     path.wanted = True
     path.sent(0, timeout=1.0)
-    assert path.acknowledged([(0, 0)])
+    assert path.acknowledged([(0, 0)]) == 0
     for attempt in range(MAX_PROBES):
         assert path.probe_due() == 8972
         path.sent(attempt + 1, timeout=2.0 + attempt)
@@ -211,3 +212,174 @@ def test_the_engine_takes_a_refused_probe_for_the_end_of_the_search() -> None:
     assert not sender.path.searching
     assert engine.send_failed(SERVER, errno.EMSGSIZE, 1, 0.0, permanent=True, size=1200)
     assert peer.lost is not None
+
+
+def test_a_search_stopped_by_lost_probes_starts_again_with_later_traffic() -> None:
+    path = PathMtu(1200, PROBE_SIZES_IPV4)
+    path.wanted = True
+    for attempt in range(MAX_PROBES):
+        path.sent(attempt, timeout=float(attempt + 1))
+        path.on_timer(float(attempt + 1))
+    assert path.probe_due() is None  # stopped at 1200, for RAISE_INTERVAL
+    path.on_timer(MAX_PROBES + RAISE_INTERVAL - 1)
+    assert path.probe_due() is None
+    path.on_timer(MAX_PROBES + RAISE_INTERVAL)
+    assert path.probe_due() is None  # not on an idle session ...
+    path.wanted = True  # ... but once a message is cut into fragments again
+    assert path.probe_due() == 1472
+
+
+def test_a_peer_at_an_ipv4_mapped_address_is_probed_with_ipv4_sizes() -> None:
+    from trioudp import Config
+    from trioudp._budget import Budget
+    from trioudp._peer import Peer
+    from trioudp._reliable import Sender
+
+    config = Config(reliable=True)
+    cases: list[tuple[trioudp.Address, int]] = [
+        (("::ffff:10.0.0.1", 5000, 0, 0), 1472),
+        (("fd00::1", 5000, 0, 0), 1452),
+        (("10.0.0.1", 5000), 1472),
+    ]
+    for address, first in cases:
+        sender = Sender.for_peer(Peer(address, 1, 0.0), config, None, Budget(config))
+        sender.path.wanted = True
+        assert sender.path.probe_due() == first
+
+
+async def test_a_message_is_not_cut_again_once_a_fragment_of_it_went(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server restarts between two messages. Of the next one's first
+    # transmission (3 fragments of 1200 bytes and a probe of 1472) the link
+    # loses fragments 1 and 2; the new server's first ACK, which confirms the
+    # probe, has a new receiver id. The message was once cut again to 1472 then
+    # (its fragments looked unsent after the restart), the server mixed the
+    # two cuts and dropped it as malformed having acknowledged every fragment:
+    # flush() never returned.
+    network = FakeNetwork(faults=Faults(delay=0.01))
+    message = bytes(range(256)) * 11 + b"Z" * 184  # 3 fragments at 1200 or at 1472
+    lose = {"armed": False, "seen": 0}
+    transmit = FakeNetwork._transmit
+
+    def lossy(self: FakeNetwork, sender: object, data: bytes, destination: object) -> None:
+        if lose["armed"] and tuple(destination)[:2] == SERVER and len(data) in (1200, 708):  # type: ignore[arg-type]
+            lose["seen"] += 1
+            if lose["seen"] in (2, 3):
+                return
+        transmit(self, sender, data, destination)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FakeNetwork, "_transmit", lossy)
+    got: list[bytes] = []
+    with network.installed():
+        async with trioudp.open_udp_connection(*SERVER, reliable=True) as client:
+            async with trioudp.open_udp_server(*SERVER, reliable=True) as first:
+                await client.send(b"hello")
+                got.append((await first.receive()).payload)
+                await client.flush()
+            async with trioudp.open_udp_server(*SERVER, reliable=True) as second:
+                lose["armed"] = True
+                await client.send(message)
+                with trio.fail_after(30):
+                    await client.flush()
+                    got.append((await second.receive()).payload)
+                stats = second.statistics()
+    assert got == [b"hello", message]
+    assert stats.datagrams_malformed == 0
+    assert lose["seen"] >= 3  # the losses happened
+
+
+async def test_a_replayed_ack_of_a_probe_moves_no_keyed_peer(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a key a peer follows its session to a new address (NAT rebinding)
+    # on an ACK that acknowledges something new. An ACK that acknowledged only
+    # a probe once stayed "new" for good: replayed from anywhere, it moved the
+    # server's peer there and held it.
+    attacker = ("10.6.6.6", 6666)
+    key = b"k" * 32
+    recorded: list[bytes] = []
+    transmit = FakeNetwork._transmit
+
+    def tap(self: FakeNetwork, sender: object, data: bytes, destination: object) -> None:
+        if tuple(destination)[:2] == SERVER:  # type: ignore[arg-type]
+            recorded.append(bytes(data))
+        transmit(self, sender, data, destination)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FakeNetwork, "_transmit", tap)
+    network = FakeNetwork()
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, reliable=True, key=key) as server,
+            trioudp.open_udp_connection(*SERVER, reliable=True, key=key) as client,
+        ):
+            await client.send(b"hello")
+            address = (await server.receive()).address
+            await server.send_to(address, b"x" * 1500)  # fragmented: the server probes
+            assert len((await client.receive()).payload) == 1500
+            await trio.sleep(30)  # the probes run their course
+            assert server.connections[address].statistics().max_datagram_size == 65507
+            await trio.sleep(2)  # the client has been quiet a while
+            for datagram in reversed(recorded):
+                network.inject(datagram, attacker, SERVER)
+                await trio.testing.wait_all_tasks_blocked()
+            peers = set(server.connections)
+    assert address in peers
+    assert attacker not in peers
+
+
+@pytest.mark.parametrize(
+    ("options", "probed"),
+    [
+        ({"reliable": True}, True),
+        ({"reliable": True, "probe_path_mtu": False}, False),
+        # A larger max_datagram_size was chosen for a known path: kept, and
+        # IP may fragment it as before (no Don't Fragment).
+        ({"reliable": True, "max_datagram_size": 1400}, False),
+        ({"reliable": False}, False),
+    ],
+)
+async def test_only_a_reliable_socket_that_probes_forbids_fragmentation(
+    options: dict[str, Any], probed: bool
+) -> None:
+    import socket
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("path MTU probing needs Linux's IP_MTU_DISCOVER")
+    async with trioudp.open_udp_server("127.0.0.1", 0, **options) as server:
+        mode = server.socket.getsockopt(socket.IPPROTO_IP, 10)  # IP_MTU_DISCOVER
+        assert (mode == 3) is probed  # IP_PMTUDISC_PROBE
+        if options["reliable"]:
+            assert server._config.probe_path_mtu is probed
+
+
+async def test_bundles_stay_within_max_datagram_size_once_the_path_takes_more(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A receiver takes a bundle whole or not at all: 60 KB bundles of 30 KB
+    # messages were refused by a small budget and sent again and again.
+    sizes: list[tuple[int, bool]] = []
+    transmit = FakeNetwork._transmit
+
+    def tap(self: FakeNetwork, sender: object, data: bytes, destination: object) -> None:
+        if tuple(destination)[:2] == SERVER:  # type: ignore[arg-type]
+            sizes.append((len(data), bool(data[3] & 0x40)))  # BUNDLE
+        transmit(self, sender, data, destination)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FakeNetwork, "_transmit", tap)
+    with FakeNetwork().installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, reliable=True) as server,
+            trioudp.open_udp_connection(*SERVER, reliable=True) as client,
+        ):
+            await client.send(MESSAGE)
+            await client.flush()
+            await trio.sleep(30)
+            assert client.statistics().max_datagram_size == 65507
+            await client.send_batch([b"m" * 100] * 200)
+            await client.flush()
+            taken = await server.receive_batch(1000)
+    assert any(bundle for _, bundle in sizes)
+    assert all(size <= 1200 for size, bundle in sizes if bundle)
+    assert len(taken) == 201

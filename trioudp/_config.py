@@ -225,11 +225,14 @@ class Config:
     """Reliable mode: once a message had to be cut into fragments, probe the
     path for larger datagrams than ``max_datagram_size`` (RFC 8899: 1472,
     8972 and 65507 bytes, what Ethernet, jumbo frames and the loopback carry),
-    and cut the messages queued after a size is confirmed to it (the peer's
-    ``max_datagram_size`` statistic). Linux, where a socket can forbid IP
-    fragmentation; elsewhere it does nothing. False keeps every datagram
-    within ``max_datagram_size``, as on a path whose MTU may shrink during a
-    session (docs/protocol.md)."""
+    and cut the messages sent after a size is confirmed to it (the peer's
+    ``max_datagram_size`` statistic). Its datagrams then go with IP
+    fragmentation forbidden. On Linux, with ``max_datagram_size`` at most
+    1200 (a larger one you chose for a path you know: it is kept, and IP may
+    fragment it as before), on a socket trioudp made (``from_socket`` probes
+    only if you set ``IP_MTU_DISCOVER`` to ``IP_PMTUDISC_DO`` or ``_PROBE``
+    yourself). False keeps every datagram within ``max_datagram_size``, as on
+    a path whose MTU may shrink during a session (docs/protocol.md)."""
 
     keepalive: float | None = attrs.field(
         default=None, validator=_seconds(15, 86400, optional=True)

@@ -12,11 +12,13 @@ queued from then on are cut to it.
 The sizes tried are the UDP payloads of the common links, smallest first:
 Ethernet's 1500-byte MTU, jumbo frames' 9000 and the loopback's 65536, less
 the IP and UDP headers. Each is tried up to MAX_PROBES times, a probe timeout
-apart; a size lost that often, or one the kernel refuses at once as larger
-than the interface takes (EMSGSIZE; the socket never lets IP fragment a
-datagram, IP_PMTUDISC_PROBE), ends the search at the last size confirmed. A
-receiver that predates probes ignores a PING's body and never acknowledges
-one: the sender stays at the base.
+apart; a size lost that often stops the search at the last size confirmed
+for RAISE_INTERVAL, and one the kernel refuses at once as larger than the
+interface takes (EMSGSIZE; the socket never lets IP fragment a datagram,
+IP_PMTUDISC_PROBE) ends it. A receiver that predates probes ignores a PING's
+body and never acknowledges one: the sender stays at the base. Bundles of
+small messages stay within the base size (a receiver takes a bundle whole or
+not at all), and a message one of whose fragments ever went keeps its cut.
 
 A probe is not data: it carries no message, is not counted in flight, and
 its loss is not taken for congestion (RFC 8899 §3). Not done: noticing a path
@@ -36,15 +38,20 @@ PROBE_SIZES_IPV4 = (1472, 8972, 65507)
 PROBE_SIZES_IPV6 = (1452, 8952, 65487)
 #: Probes of one size lost before the search stops below it (RFC 8899 §5.1.2).
 MAX_PROBES = 3
+#: Seconds after which a search stopped by lost probes tries that size again
+#: (RFC 8899 §5.1.1's PMTU_RAISE_TIMER): the path, or the loss, may have changed.
+RAISE_INTERVAL = 600.0
 
 
 class PathMtu:
     """The search for one reliable sender's largest datagram."""
 
-    __slots__ = ("_attempts", "_due", "_packet", "_sizes", "size", "wanted")
+    __slots__ = ("_attempts", "_due", "_packet", "_sizes", "base", "size", "wanted")
 
     def __init__(self, base: int, sizes: tuple[int, ...]) -> None:
-        #: The largest datagram confirmed to cross the path.
+        #: The size every path takes (``max_datagram_size``), and the largest
+        #: datagram confirmed to cross this one.
+        self.base = base
         self.size = base
         #: The sizes still to try, smallest first.
         self._sizes = [size for size in sizes if size > base]
@@ -52,8 +59,8 @@ class PathMtu:
         #: anything to gain.
         self.wanted = False
         self._attempts = 0
-        #: The probe in flight: its packet number (-1: none), and when it is
-        #: taken for lost.
+        #: The probe in flight: its packet number (-1: none; -2: none until
+        #: ``_due``, after MAX_PROBES were lost), and when it is taken for lost.
         self._packet = -1
         self._due = inf
 
@@ -63,7 +70,7 @@ class PathMtu:
 
     def probe_due(self) -> int | None:
         """The size to probe now, if a probe may go (none is in flight)."""
-        if self.wanted and self._sizes and self._packet < 0:
+        if self.wanted and self._sizes and self._packet == -1:
             return self._sizes[0]
         return None
 
@@ -72,33 +79,46 @@ class PathMtu:
         self._packet = packet
         self._due = timeout
 
-    def acknowledged(self, spans: list[tuple[int, int]]) -> bool:
-        """Whether an ACK's ``(smallest, largest)`` packet number spans take in
-        the probe in flight: its size is confirmed, and the next one is due."""
+    def acknowledged(self, spans: list[tuple[int, int]]) -> int:
+        """If an ACK's ``(smallest, largest)`` packet number spans take in the
+        probe in flight, its packet number (else -1): its size is confirmed,
+        and the next one is due."""
         packet = self._packet
         if packet < 0 or not any(low <= packet <= high for low, high in spans):
-            return False
+            return -1
         self.size = self._sizes.pop(0)
         self._attempts = 0
         self._packet = -1
         self._due = inf
-        return True
+        return packet
 
     def deadline(self) -> float:
         return self._due
 
     def on_timer(self, now: float) -> None:
-        """The probe in flight went unacknowledged for a probe timeout: lost."""
-        if self._packet >= 0 and now >= self._due:
+        """The probe in flight went unacknowledged for a probe timeout (lost);
+        or the wait after MAX_PROBES lost is over, and the size is tried again."""
+        if self._packet == -1 or now < self._due:
+            return
+        if self._packet == -2:
+            # Tried again with the next message cut into fragments, not on an
+            # idle session (whose probes' answers would keep it alive).
             self._packet = -1
             self._due = inf
-            self._attempts += 1
-            if self._attempts >= MAX_PROBES:
-                self._sizes.clear()
+            self.wanted = False
+            return
+        self._attempts += 1
+        if self._attempts >= MAX_PROBES:
+            self._attempts = 0
+            self._packet = -2
+            self._due = now + RAISE_INTERVAL
+        else:
+            self._packet = -1
+            self._due = inf
 
     def refused(self, size: int) -> bool:
         """The kernel refused a datagram of ``size`` as too large for the
-        interface: if it was the probe, the search ends below it (True)."""
+        interface: if it was the probe, the search ends below it for good (True)."""
         if self._packet < 0 or not self._sizes or size != self._sizes[0]:
             return False
         self._packet = -1

@@ -109,6 +109,7 @@ class _Fragment:
         "sent_as",
         "sequence",
         "topic",
+        "went",
     )
 
     def __init__(
@@ -129,6 +130,9 @@ class _Fragment:
         #: of every transmission still in flight.
         self.latest = -1
         self.sent_as: list[int] = []
+        #: Whether it was ever sent (a receiver may hold it, even one that
+        #: restarted since: its message may no longer be cut again).
+        self.went = False
 
 
 class _Pending:
@@ -224,7 +228,9 @@ class Sender:
     @classmethod
     def for_peer(cls, peer: Peer, config: Config, key: bytes | None, budget: Budget) -> Sender:
         """The sender of ``peer``'s reliable messages, on its send session."""
-        sizes = PROBE_SIZES_IPV6 if ":" in peer.address[0] else PROBE_SIZES_IPV4
+        host = peer.address[0]
+        ipv6 = ":" in host and not host.startswith("::ffff:")  # else over IPv4
+        sizes = PROBE_SIZES_IPV6 if ipv6 else PROBE_SIZES_IPV4
         return cls(
             peer.send_session,
             max_datagram_size=config.max_datagram_size,
@@ -288,7 +294,7 @@ class Sender:
             if (
                 fragment.fragment is None
                 or pending is None
-                or any(f.latest >= 0 for f in pending.fragments)
+                or any(f.went for f in pending.fragments)
             ):
                 unsent.append(fragment)
                 continue
@@ -440,7 +446,10 @@ class Sender:
         return tuple(taken)
 
     def _bundle_room(self, topic: bytes) -> int:
-        return self._max_datagram_size - frame_overhead(topic=topic, key=self._key, reliable=True)
+        # Within the base size even once the path takes more: bundles are for
+        # small messages, and a receiver takes a bundle whole or not at all.
+        size = min(self._max_datagram_size, self.path.base)
+        return size - frame_overhead(topic=topic, key=self._key, reliable=True)
 
     def _send(
         self, fragments: tuple[_Fragment, ...], now: float, out: list[Datagram], room: float
@@ -478,6 +487,7 @@ class Sender:
         if fragments:
             for fragment in fragments:
                 fragment.latest = packet
+                fragment.went = True
                 fragment.sent_as.append(packet)
             self._in_flight[packet] = _Sent(fragments, len(datagram), now)
             self.bytes_in_flight += len(datagram)
@@ -586,7 +596,11 @@ class Sender:
             if top > largest_sent:
                 return  # acknowledges what was never sent: not from our peer
             spans.append((top - sequence_difference(high, low), top))
-        if self.path.acknowledged(spans):
+        probe = self.path.acknowledged(spans)
+        if probe >= 0:
+            # An ACK of it acknowledges something new once only (a replay of it
+            # must not look new: PeerTable.control_owner).
+            self._largest_acked = max(self._largest_acked, probe)
             self._max_datagram_size = self.path.size
             self._recut()
         largest = spans[0][1]

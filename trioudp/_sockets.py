@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket as stdlib_socket
 import sys
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -40,38 +41,56 @@ def kernel_drops(sock: stdlib_socket.socket) -> int | None:
     return int.from_bytes(info[32:36], sys.byteorder)
 
 
-#: Linux's IP_MTU_DISCOVER and IPV6_MTU_DISCOVER, and their PMTUDISC_PROBE
-#: setting: every datagram goes with Don't Fragment, never cut up by IP, and
-#: the kernel's own path MTU estimate is not applied (what path MTU probes
-#: need, RFC 8899 §6.1: a probe too large for the path is lost, not
-#: fragmented; one too large for the interface fails with EMSGSIZE).
+#: Linux's IP_MTU_DISCOVER and IPV6_MTU_DISCOVER, and their PMTUDISC_DO and
+#: PMTUDISC_PROBE settings: every datagram goes with Don't Fragment, never cut
+#: up by IP (what path MTU probes need, RFC 8899 §6.1: a probe too large for
+#: the path is lost, not fragmented; one too large for the interface fails
+#: with EMSGSIZE). PROBE also leaves the kernel's own path MTU guess out.
 _IP_MTU_DISCOVER = 10
 _IPV6_MTU_DISCOVER = 23
+_PMTUDISC_DO = 2
 _PMTUDISC_PROBE = 3
+#: The largest ``max_datagram_size`` that path MTU probing starts from: what
+#: crosses any path (the default). An application that set a larger one knows
+#: its path, and its datagrams go as before (IP may fragment them).
+PROBED_FROM = 1200
 
 
-def probing(sock: stdlib_socket.socket, config: Config) -> Config:
-    """``config``, with path MTU probing left off unless the kernel can be made
-    to send ``sock``'s datagrams whole or not at all (Linux): else IP could
-    fragment a probe too large for the path, and it would seem to fit."""
-    if config.reliable and config.probe_path_mtu and not _forbid_fragmentation(sock):
-        return attrs.evolve(config, probe_path_mtu=False)
-    return config
-
-
-def _forbid_fragmentation(sock: stdlib_socket.socket) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
+def _forbid_fragmentation(sock: stdlib_socket.socket, config: Config) -> None:
+    """For path MTU probing (``probing``): on a socket trioudp made itself."""
+    if not (
+        sys.platform.startswith("linux")
+        and config.reliable
+        and config.probe_path_mtu
+        and config.max_datagram_size <= PROBED_FROM
+    ):
+        return
+    with suppress(OSError):
         if sock.family == stdlib_socket.AF_INET6:
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE)
             # Its IPv4-mapped peers go over IPv4.
             sock.setsockopt(stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
         else:
             sock.setsockopt(stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+
+
+def probing(sock: stdlib_socket.socket, config: Config) -> Config:
+    """``config``, with path MTU probing left off unless the kernel sends
+    ``sock``'s datagrams whole or not at all (set for sockets trioudp makes,
+    on Linux, with ``max_datagram_size`` at most PROBED_FROM; an adopted
+    socket keeps its owner's choice): else IP could fragment a probe too large
+    for the path, and it would seem to fit."""
+    if not config.reliable or not config.probe_path_mtu:
+        return config
+    if sock.family == stdlib_socket.AF_INET6:
+        level, option = stdlib_socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER
+    else:
+        level, option = stdlib_socket.IPPROTO_IP, _IP_MTU_DISCOVER
+    try:
+        forbidden = sock.getsockopt(level, option) in (_PMTUDISC_DO, _PMTUDISC_PROBE)
     except OSError:
-        return False
-    return True
+        forbidden = False
+    return config if forbidden else attrs.evolve(config, probe_path_mtu=False)
 
 
 def check_port(port: object) -> int:
@@ -91,6 +110,7 @@ def configure(sock: stdlib_socket.socket, config: Config) -> None:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, config.send_buffer_size)
     if config.priority:
         set_priority(sock, config.priority)
+    _forbid_fragmentation(sock, config)
     sock.setblocking(False)
 
 
