@@ -2,6 +2,8 @@
 pairs and bridges, each host running tests/netns_agent.py.
 
 Needs root and iproute2 (CI has both); elsewhere these tests skip, saying why.
+The last ones route between two hosts over links of different MTUs, for path
+MTU probing.
 Run them alone with ``nox -s netns``. Addresses come from 198.18.0.0/15 and
 fd00::/8, every namespace is removed when its test ends, pass or fail, and no
 datagram leaves the namespaces.
@@ -542,3 +544,103 @@ def test_example_broadcast_discovery(lab: Lab) -> None:
         for responder in responders:
             responder.terminate()
             finish(responder)
+
+
+# -- path MTU probing across a router (issue 14, target 3) --------------------------
+
+PMTU_SERVER = """
+import sys, trio, trioudp
+async def main():
+    async with trioudp.open_udp_server("0.0.0.0", 4242, reliable=True) as server:
+        print("ready", flush=True)
+        with trio.fail_after(60):
+            for _ in range(int(sys.argv[1])):
+                message = await server.receive()
+                print(len(message.payload), message.payload[:1].hex(), flush=True)
+trio.run(main)
+"""
+PMTU_CLIENT = """
+import json, sys, trio, trioudp
+async def main():
+    options = json.loads(sys.argv[2])
+    async with trioudp.open_udp_connection(sys.argv[1], 4242, reliable=True, **options) as client:
+        with trio.fail_after(60):
+            for number in range(3):
+                await client.send(bytes([number]) * 262144)
+            await client.flush()
+            await trio.sleep(1)  # the probes run their course
+        stats = client.statistics()
+        print(json.dumps({"size": stats.max_datagram_size, "failed": stats.messages_failed}))
+trio.run(main)
+"""
+
+
+def routed(lab: Lab, near_mtu: int, far_mtu: int) -> tuple[str, str]:
+    """A client host and a server host with a router between them: the
+    client's link carries ``near_mtu`` bytes, the server's ``far_mtu``."""
+    client, router, server = lab.host("client"), lab.host("router"), lab.host("server")
+    for host, side, subnet, mtu in ((client, "rt1", 1, near_mtu), (server, "rt2", 2, far_mtu)):
+        ip("-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", side, "netns", router)
+        for namespace, interface, number in ((host, "eth0", 1), (router, side, 254)):
+            ip("-n", namespace, "link", "set", "dev", interface, "mtu", str(mtu), "up")
+            ip("-n", namespace, "addr", "add", f"198.18.{subnet}.{number}/24", "dev", interface)
+        ip("-n", host, "route", "add", "default", "via", f"198.18.{subnet}.254")
+    subprocess.run(
+        ["ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        check=True,
+        capture_output=True,
+    )
+    return client, server
+
+
+@pytest.mark.parametrize(
+    ("near_mtu", "far_mtu", "options", "size"),
+    [
+        # A jumbo-frame link, then an Ethernet one: the 8972-byte probe leaves
+        # and is dropped at the router (Don't Fragment): lost, three times.
+        (9000, 1500, {}, 1472),
+        # The client's own interface takes 1500: the kernel refuses the probe.
+        (1500, 1500, {}, 1472),
+        (9000, 9000, {}, 8972),
+        (9000, 1500, {"probe_path_mtu": False}, 1200),
+    ],
+)
+def test_path_mtu_probing_finds_the_narrowest_link(
+    lab: Lab, near_mtu: int, far_mtu: int, options: dict[str, object], size: int
+) -> None:
+    client, server = routed(lab, near_mtu, far_mtu)
+    receiving = subprocess.Popen(
+        ["ip", "netns", "exec", server, sys.executable, "-c", PMTU_SERVER, "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiving.stdout is not None
+        assert receiving.stdout.readline().strip() == "ready"
+        sending = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                client,
+                sys.executable,
+                "-c",
+                PMTU_CLIENT,
+                "198.18.2.1",
+                json.dumps(options),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert sending.returncode == 0, sending.stderr
+        received, errors = receiving.communicate(timeout=30)
+        assert receiving.returncode == 0, errors
+    finally:
+        if receiving.poll() is None:
+            receiving.kill()
+            receiving.wait()
+    assert received.split() == ["262144", "00", "262144", "01", "262144", "02"]
+    assert json.loads(sending.stdout) == {"size": size, "failed": 0}
