@@ -33,6 +33,7 @@ from trioudp._frame import (
 
 if TYPE_CHECKING:
     from trioudp._events import Event
+    from trioudp._peer import Peer
 
 
 FIELDS = (
@@ -124,20 +125,26 @@ def test_the_in_order_shortcut_receives_as_the_general_path(
     assert observe(fast, 10.0) == observe(general, 10.0)
 
 
-@st.composite
-def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
-    """What a reliable sender puts on the wire for a few messages (mostly
-    whole, some fragmented, some with a topic, some bundled), then lost, duplicated and
-    reordered; and whole messages forged to say that the sender's oldest
-    unacknowledged message is past them."""
+def reliable_sender(max_datagram_size: int = 1200) -> tuple[Engine, Peer]:
+    """A reliable client engine, and the peer it sends to."""
     sender = Engine(
-        Config(reliable=True, max_datagram_size=300),
+        Config(reliable=True, max_datagram_size=max_datagram_size),
         now=0.0,
         connected_to=("10.0.0.1", 5000),
         new_session_id=itertools.count(77).__next__,
     )
     peer = sender.client_peer
     assert peer is not None
+    return sender, peer
+
+
+@st.composite
+def reliable_traffic(draw: st.DrawFn) -> list[tuple[bytes, float]]:
+    """What a reliable sender puts on the wire for a few messages (mostly
+    whole, some fragmented, some with a topic, some bundled), then lost, duplicated and
+    reordered; and whole messages forged to say that the sender's oldest
+    unacknowledged message is past them."""
+    sender, peer = reliable_sender(max_datagram_size=300)
     sent: list[bytes] = []
     sizes = st.one_of(st.integers(0, 40), st.integers(0, 700))  # whole, bundled or fragmented
     messages = st.tuples(sizes, st.sampled_from(["", "t"]), st.booleans())
@@ -208,14 +215,7 @@ def test_the_reliable_in_order_shortcut_receives_as_the_general_path(
 def reliable_frames(batches: list[int], size: int) -> list[bytes]:
     """A reliable sender's datagrams for ``batches`` of messages of ``size``
     bytes, each batch queued at once (so sent as one bundle)."""
-    sender = Engine(
-        Config(reliable=True),
-        now=0.0,
-        connected_to=("10.0.0.1", 5000),
-        new_session_id=itertools.count(77).__next__,
-    )
-    peer = sender.client_peer
-    assert peer is not None
+    sender, peer = reliable_sender()
     sent: list[bytes] = []
     for count in batches:
         for _ in range(count):
