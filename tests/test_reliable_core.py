@@ -79,6 +79,35 @@ def test_a_lost_fragment_alone_is_sent_again_after_three_later_ones_are_acked() 
     assert s.window >= MINIMUM_WINDOW * 1200
 
 
+def test_a_probe_timeout_sends_the_oldest_messages_fragments_first() -> None:
+    # Message 0's third fragment is lost and waits to go again behind a
+    # congestion window full of message 1's fragments, which the receiver
+    # refuses (its budget waits for message 0), so no ACK comes. Probing the
+    # oldest packets in flight sent message 1 again and again, and the
+    # transfer stalled for good; the receiver needs message 0's fragment.
+    s, counters = sender()
+    s.queue(bytes(3000), b"", None)  # message 0: 3 fragments
+    s.queue(bytes(30000), b"", None)  # message 1: 26 fragments
+    out: list[tuple[bytes, int | None]] = []
+    s.transmit(0.0, out)
+    assert len(out) < 29  # the congestion window's worth
+    s.on_ack(Ack(0.0, 1, 0, [(5, 5), (1, 0)]), 255, 0.01)  # packet 2 lost
+    again: list[tuple[bytes, int | None]] = []
+    s.transmit(0.01, again)
+    assert again == []  # it waits behind the window, halved
+    sent: list[tuple[bytes, int | None]] = []
+    for _ in range(5):  # time-threshold losses may come first
+        now = s.deadline()
+        probed = counters.probe_timeouts
+        s.on_timer(now)
+        sent = []
+        s.transmit(now, sent)
+        if counters.probe_timeouts > probed:
+            break
+    first = decode_frame_untrusted(sent[0][0])
+    assert (first.sequence, first.fragment_index) == (0, 2)
+
+
 def test_probe_timeouts_back_off_and_the_sender_gives_up_on_time() -> None:
     s, counters = sender(give_up=10.0)
     s.queue(b"hello", b"", None)

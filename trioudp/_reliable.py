@@ -19,7 +19,7 @@ sent again, and both thresholds grow with the reordering seen (§6.1.1). When
 nothing is acknowledged for a probe timeout (PTO: smoothed RTT + 4 x
 variation + max ack delay, 1 s before any sample, doubled for each
 consecutive one but capped so that GIVE_UP_PROBES rounds fit in the give-up
-time), up to two of the oldest fragments in flight are sent again as probes,
+time), up to two fragments in flight of the oldest messages are sent again as probes,
 or a PING when there is none. Congestion control is
 NewReno (RFC 9002 §7): a window of bytes in flight that starts at ten
 datagrams, doubles per RTT in slow start, halves once per loss episode, never
@@ -745,18 +745,28 @@ class Sender:
             self._pto_count += 1
             self._counters.probe_timeouts += 1
             self._last_eliciting = now  # the probes go now: the next PTO counts from here
-            probes = [
-                fragment
+            # The oldest messages' unacknowledged fragments, in flight or
+            # waiting to go again (behind a full congestion window), not the
+            # oldest packets': the receiver delivers in order, and a later
+            # message it refused (its window or budget full) waits for them.
+            queued_again = {id(fragment): fragment for fragment in self._retransmit}
+            unacked = {
+                id(fragment): fragment
                 for sent in self._in_flight.values()
                 for fragment in sent.fragments
                 if not fragment.acked
-            ][:PROBES]
+            }
+            unacked.update(queued_again)
+            oldest = self.oldest()
+            probes = sorted(
+                (fragment for fragment in unacked.values() if not fragment.acked),
+                key=lambda f: (sequence_difference(f.sequence, oldest), f.fragment or ()),
+            )[:PROBES]
             if probes:
-                # Queued again, unless they wait there already (held by the
-                # amplification limit, say): either way they may go now.
-                self._retransmit.extendleft(
-                    reversed([f for f in probes if f not in self._retransmit])
-                )
+                # They go first, now, wherever they waited.
+                chosen = {id(fragment) for fragment in probes}
+                rest = [f for f in self._retransmit if id(f) not in chosen]
+                self._retransmit = deque(probes + rest)
                 self._probes = len(probes)
             else:
                 self._ping_due = True
