@@ -510,3 +510,75 @@ async def test_a_large_reply_whose_first_flight_is_lost_still_arrives(
                 assert stats.messages_failed == 0
                 assert stats.datagrams_received == stats.datagrams_accounted
                 nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("probe_path_mtu", [False, True])
+@pytest.mark.parametrize("seed", [24, 28])
+async def test_a_tight_budget_on_a_lossy_path_never_stalls(
+    autojump_clock: trio.testing.MockClock, seed: int, probe_path_mtu: bool
+) -> None:
+    # Messages up to 300 KB (some sent in batches, some sends cancelled)
+    # through a receiver whose budget holds about two of them, over a path
+    # that loses, reorders and duplicates. The receiver refuses a message
+    # while the one before it is incomplete; a probe timeout once sent the
+    # refused message's fragments again and again while the fragment the
+    # receiver waited for sat behind them, for good (these two seeds).
+    rng = random.Random(seed)
+    payloads: list[bytes] = []
+    for index in range(40):
+        kind = rng.random()
+        if kind < 0.4:
+            size = rng.randint(0, 900)
+        elif kind < 0.7:
+            size = rng.randint(1100, 12000)
+        elif kind < 0.95:
+            size = rng.randint(12000, 120000)
+        else:
+            size = rng.randint(120000, 300000)
+        payloads.append(index.to_bytes(4, "big") + rng.randbytes(size))
+    options: dict[str, Any] = {
+        "reliable": True,
+        "key": b"k" * 32,
+        "reorder_window": 2,
+        "peer_buffer_bytes": 700_000,
+        "max_message_size": 310_000,
+        "probe_path_mtu": probe_path_mtu,
+    }
+    faults = Faults(mtu=8972, reorder=0.2, delay=0.01, jitter=0.01, duplicate=0.05, loss=0.05)
+    got: list[tuple[str, bytes]] = []
+    sent: list[tuple[str, bytes]] = []
+    with FakeNetwork(seed=seed, faults=faults).installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, **options) as server,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def sink() -> None:
+                async for message in server:
+                    got.append((message.topic, message.payload))
+
+            nursery.start_soon(sink)
+            async with trioudp.open_udp_connection(*SERVER, **options) as client:
+                with trio.fail_after(200):
+                    index = 0
+                    while index < len(payloads):
+                        topic = f"t{index % 3}"
+                        if rng.random() < 0.3:
+                            batch = payloads[index : index + rng.randint(2, 6)]
+                            await client.send_batch(batch, topic=topic)
+                            sent.extend((topic, payload) for payload in batch)
+                            index += len(batch)
+                            continue
+                        if rng.random() < 0.1:
+                            with trio.move_on_after(0) as cancelled:
+                                await client.send(payloads[index], topic=topic)
+                            if not cancelled.cancelled_caught:
+                                sent.append((topic, payloads[index]))
+                        else:
+                            await client.send(payloads[index], topic=topic)
+                            sent.append((topic, payloads[index]))
+                        index += 1
+                    await client.flush()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert got == sent
