@@ -71,6 +71,7 @@ def test_a_probe_is_a_ping_of_exactly_its_size_carrying_a_packet_number(
     assert (frame.session, frame.sequence) == (7, 3)
     assert probe_packet(frame.payload) == 5
     assert probe_packet(b"") is None  # an ordinary PING
+    assert probe_packet(b"\x02\x00\x00\x00\x05") is None  # a body of another kind
 
 
 async def exchange(

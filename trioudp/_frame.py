@@ -87,7 +87,10 @@ _PREFIX = MAGIC + bytes((VERSION,))
 _FRAGMENT_HEADER = struct.Struct("!IHH")
 _CRC = struct.Struct("!I")
 #: A path MTU probe's packet number, at the start of its PING's body.
-_PROBE_PACKET = struct.Struct("!I")
+_PROBE_PACKET = struct.Struct("!BI")
+#: The first byte of a PING body that is a path MTU probe (other values are
+#: left for later uses of the body, which a receiver ignores).
+PROBE_BODY = 1
 _RELIABLE_HEADER = struct.Struct("!II")
 _ACK_RANGE = struct.Struct("!II")
 _PART_LENGTH = struct.Struct("!H")
@@ -547,19 +550,20 @@ def encode_probe(
     authenticated: bool,
 ) -> bytes:
     """A path MTU probe (_pmtu.py): a PING of exactly ``size`` bytes whose body
-    is a reliable packet number, then zeros. A receiver that knows probes
-    acknowledges the packet number; one that does not ignores the body."""
+    is PROBE_BODY, a reliable packet number, then zeros. A receiver that knows
+    probes acknowledges the packet number; one that does not ignores the body."""
     fixed = HEADER_SIZE + 1 + _PROBE_PACKET.size + (TAG_SIZE if authenticated else CRC_SIZE)
-    body = _PROBE_PACKET.pack(packet & 0xFFFFFFFF) + bytes(max(size - fixed, 0))
+    body = _PROBE_PACKET.pack(PROBE_BODY, packet & 0xFFFFFFFF) + bytes(max(size - fixed, 0))
     return encode_control(KIND_PING, session, oldest, body, seal, authenticated=authenticated)
 
 
 def probe_packet(body: Buffer) -> int | None:
-    """The packet number a PING's body carries (a path MTU probe), or None."""
+    """The packet number a PING's body carries if it is a path MTU probe, or
+    None (an empty body, or one of another kind)."""
     view = memoryview(body)
-    if view.nbytes < _PROBE_PACKET.size:
+    if view.nbytes < _PROBE_PACKET.size or view[0] != PROBE_BODY:
         return None
-    packet: int = _PROBE_PACKET.unpack_from(view)[0]
+    packet: int = _PROBE_PACKET.unpack_from(view)[1]
     return packet
 
 
