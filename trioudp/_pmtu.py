@@ -51,18 +51,18 @@ class PathMtu:
     def __init__(self, base: int, sizes: tuple[int, ...]) -> None:
         #: The size every path takes (``max_datagram_size``), and the largest
         #: datagram confirmed to cross this one.
-        self.base = base
-        self.size = base
+        self.base: int = base
+        self.size: int = base
         #: The sizes still to try, smallest first.
-        self._sizes = [size for size in sizes if size > base]
+        self._sizes: list[int] = [size for size in sizes if size > base]
         #: Set once a message had to be fragmented: only then is there
         #: anything to gain.
-        self.wanted = False
+        self.wanted: bool = False
         self._attempts = 0
         #: The probe in flight: its packet number (-1: none; -2: none until
         #: ``_due``, after MAX_PROBES were lost), and when it is taken for lost.
-        self._packet = -1
-        self._due = inf
+        self._packet: int = -1
+        self._due: float = inf
 
     @property
     def searching(self) -> bool:

@@ -184,7 +184,7 @@ class Sender:
         self._max_datagram_size = max_datagram_size
         #: The search for larger datagrams (_pmtu.py): ``_max_datagram_size``
         #: follows its confirmed size.
-        self.path = PathMtu(max_datagram_size, probe_sizes)
+        self.path: PathMtu = PathMtu(max_datagram_size, probe_sizes)
         self._give_up_timeout = give_up_timeout
         self._key = key
         self._seal: Callable[[bytes], bytes] = sealer(key)
