@@ -230,6 +230,21 @@ def test_a_search_stopped_by_lost_probes_starts_again_with_later_traffic() -> No
     assert path.probe_due() == 1472
 
 
+def test_a_larger_max_datagram_size_than_1200_is_never_probed_beyond() -> None:
+    # As on a real socket (test_only_a_reliable_socket_that_probes_...): a
+    # size chosen for a known path is kept, on a fake network too.
+    from trioudp import Config
+    from trioudp._budget import Budget
+    from trioudp._peer import Peer
+    from trioudp._reliable import Sender
+
+    for size, probes in [(1200, True), (1000, True), (1400, False)]:
+        config = Config(reliable=True, max_datagram_size=size)
+        sender = Sender.for_peer(Peer(("10.0.0.1", 5000), 1, 0.0), config, None, Budget(config))
+        sender.path.wanted = True
+        assert (sender.path.probe_due() is not None) is probes
+
+
 def test_a_peer_at_an_ipv4_mapped_address_is_probed_with_ipv4_sizes() -> None:
     from trioudp import Config
     from trioudp._budget import Budget

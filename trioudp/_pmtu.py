@@ -31,16 +31,30 @@ be lost until the peer is given up; turn probing off
 from __future__ import annotations
 
 from math import inf
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 #: Datagram sizes probed, smallest first: 1500, 9000 and 65536-byte MTUs less
 #: the IPv4 and UDP headers (28 bytes), or IPv6's (48); at most UDP's 65507.
 PROBE_SIZES_IPV4 = (1472, 8972, 65507)
 PROBE_SIZES_IPV6 = (1452, 8952, 65487)
+#: The largest ``max_datagram_size`` probing starts from: what crosses any
+#: path (the default). An application that set a larger one chose it for a
+#: path it knows: its datagrams go as they are (IP may fragment them).
+PROBED_FROM = 1200
 #: Probes of one size lost before the search stops below it (RFC 8899 §5.1.2).
 MAX_PROBES = 3
 #: Seconds after which a search stopped by lost probes tries that size again
 #: (RFC 8899 §5.1.1's PMTU_RAISE_TIMER): the path, or the loss, may have changed.
 RAISE_INTERVAL = 600.0
+
+
+def will_probe(config: Config) -> bool:
+    """Whether a reliable sender under ``config`` probes (the shell turns
+    ``probe_path_mtu`` off where its socket cannot forbid IP fragmentation)."""
+    return config.probe_path_mtu and config.max_datagram_size <= PROBED_FROM
 
 
 class PathMtu:

@@ -65,7 +65,7 @@ from ._frame import (
     sealer,
     sequence_difference,
 )
-from ._pmtu import PROBE_SIZES_IPV4, PROBE_SIZES_IPV6, PathMtu
+from ._pmtu import PROBE_SIZES_IPV4, PROBE_SIZES_IPV6, PathMtu, will_probe
 from ._reasons import LostReason
 from ._recovery import MAX_ACK_DELAY, RttEstimator, expand_packet
 
@@ -239,7 +239,7 @@ class Sender:
             key=key,
             counters=peer.counters,
             budget=budget,
-            probe_sizes=sizes if config.probe_path_mtu else (),
+            probe_sizes=sizes if will_probe(config) else (),
         )
 
     # -- the application's side ---------------------------------------------------

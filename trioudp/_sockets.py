@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from ._multicast import set_priority
+from ._pmtu import will_probe
 from ._sockethook import new_socket
 
 if TYPE_CHECKING:
@@ -50,20 +51,11 @@ _IP_MTU_DISCOVER = 10
 _IPV6_MTU_DISCOVER = 23
 _PMTUDISC_DO = 2
 _PMTUDISC_PROBE = 3
-#: The largest ``max_datagram_size`` that path MTU probing starts from: what
-#: crosses any path (the default). An application that set a larger one knows
-#: its path, and its datagrams go as before (IP may fragment them).
-PROBED_FROM = 1200
 
 
 def _forbid_fragmentation(sock: stdlib_socket.socket, config: Config) -> None:
     """For path MTU probing (``probing``): on a socket trioudp made itself."""
-    if not (
-        sys.platform.startswith("linux")
-        and config.reliable
-        and config.probe_path_mtu
-        and config.max_datagram_size <= PROBED_FROM
-    ):
+    if not (sys.platform.startswith("linux") and config.reliable and will_probe(config)):
         return
     with suppress(OSError):
         if sock.family == stdlib_socket.AF_INET6:
