@@ -260,16 +260,12 @@ class Reception:
             or peer.queued + len(payloads) > config.reorder_window
         ):
             return False
-        budget = self._budget
-        total, buffered = budget.total, peer.buffered
+        total, buffered = self._budget.total, peer.buffered
         for payload in payloads:
-            # _admits(next_message=True) for each in turn, as each one taken
-            # is charged before the next is looked at.
+            # Admitted each in turn, as each one taken is charged before the
+            # next is looked at.
             cost = message_cost(len(payload))
-            if len(payload) > config.max_message_size or not (
-                (total + cost <= budget.total_limit or not total)
-                and (buffered + cost <= budget.peer_limit or not buffered)
-            ):
+            if len(payload) > config.max_message_size or not self._fits_next(total, buffered, cost):
                 return False
             total += cost
             buffered += cost
@@ -404,10 +400,16 @@ class Reception:
         message of max_message_size costs a little more than its payload."""
         budget = self._budget
         if next_message:
-            return (budget.total + cost <= budget.total_limit or not budget.total) and (
-                peer.buffered + cost <= budget.peer_limit or not peer.buffered
-            )
+            return self._fits_next(budget.total, peer.buffered, cost)
         return budget.fits(peer, cost + budget.headroom)
+
+    def _fits_next(self, total: int, buffered: int, cost: int) -> bool:
+        """Whether the next message of ``cost`` gets in (``_admits``), with
+        ``total`` and ``buffered`` held by the endpoint and its peer."""
+        budget = self._budget
+        return (total + cost <= budget.total_limit or not total) and (
+            buffered + cost <= budget.peer_limit or not buffered
+        )
 
     def catch_up(self, peer: Peer, stream: Stream, oldest: int) -> None:
         """The sender's oldest unacknowledged message is past this stream's base:

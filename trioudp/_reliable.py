@@ -181,9 +181,8 @@ class Sender:
         self.session = session
         #: The endpoint's budget, charged what the queued messages cost.
         self._budget = budget
-        self._max_datagram_size = max_datagram_size
-        #: The search for larger datagrams (_pmtu.py): ``_max_datagram_size``
-        #: follows its confirmed size.
+        #: The search for larger datagrams (_pmtu.py): messages are cut to its
+        #: confirmed ``size``, ``max_datagram_size`` until a probe confirms more.
         self.path: PathMtu = PathMtu(max_datagram_size, probe_sizes)
         self._give_up_timeout = give_up_timeout
         self._key = key
@@ -260,11 +259,9 @@ class Sender:
     def _cut(
         self, sequence: int, view: memoryview, topic: bytes, priority: int | None
     ) -> list[_Fragment]:
-        """A message's fragments, each within ``_max_datagram_size``."""
+        """A message's fragments, each within the path's confirmed size."""
         length = view.nbytes
-        chunk = fragment_size(
-            length, self._max_datagram_size, topic=topic, key=self._key, reliable=True
-        )
+        chunk = fragment_size(length, self.path.size, topic=topic, key=self._key, reliable=True)
         if chunk == length:
             return [_Fragment(sequence, None, topic, bytes(view), priority)]
         self.path.wanted = True  # larger datagrams would help
@@ -323,7 +320,7 @@ class Sender:
         if not self._messages:
             return True
         budget = self._budget
-        cost = send_cost(payload, payload // self._max_datagram_size + 1)
+        cost = send_cost(payload, payload // self.path.size + 1)
         return (
             len(self._messages) < messages
             and self.queued_bytes < size
@@ -448,8 +445,7 @@ class Sender:
     def _bundle_room(self, topic: bytes) -> int:
         # Within the base size even once the path takes more: bundles are for
         # small messages, and a receiver takes a bundle whole or not at all.
-        size = min(self._max_datagram_size, self.path.base)
-        return size - frame_overhead(topic=topic, key=self._key, reliable=True)
+        return self.path.base - frame_overhead(topic=topic, key=self._key, reliable=True)
 
     def _send(
         self, fragments: tuple[_Fragment, ...], now: float, out: list[Datagram], room: float
@@ -601,7 +597,6 @@ class Sender:
             # An ACK of it acknowledges something new once only (a replay of it
             # must not look new: PeerTable.control_owner).
             self._largest_acked = max(self._largest_acked, probe)
-            self._max_datagram_size = self.path.size
             self._recut()
         largest = spans[0][1]
         in_flight = self._in_flight
@@ -638,7 +633,7 @@ class Sender:
                 if self.window < self._threshold:
                     self.window += sent.size
                 else:
-                    self.window += self._max_datagram_size * sent.size // self.window
+                    self.window += self.path.size * sent.size // self.window
         self._detect_lost(now)
 
     def _forget(self, packet: int, sent: _Sent) -> None:
@@ -703,7 +698,7 @@ class Sender:
         if newest_lost > self._recovery_start:
             # One congestion event per round trip (RFC 9002 §7.3.2).
             self._recovery_start = now
-            floor = MINIMUM_WINDOW * self._max_datagram_size
+            floor = MINIMUM_WINDOW * self.path.size
             self.window = max(self.window // 2, floor)
             self._threshold = float(self.window)
 
@@ -749,17 +744,11 @@ class Sender:
             # waiting to go again (behind a full congestion window), not the
             # oldest packets': the receiver delivers in order, and a later
             # message it refused (its window or budget full) waits for them.
-            queued_again = {id(fragment): fragment for fragment in self._retransmit}
-            unacked = {
-                id(fragment): fragment
-                for sent in self._in_flight.values()
-                for fragment in sent.fragments
-                if not fragment.acked
-            }
-            unacked.update(queued_again)
+            in_flight = [f for sent in self._in_flight.values() for f in sent.fragments]
+            unacked = {id(f): f for f in (*in_flight, *self._retransmit) if not f.acked}
             oldest = self.oldest()
             probes = sorted(
-                (fragment for fragment in unacked.values() if not fragment.acked),
+                unacked.values(),
                 key=lambda f: (sequence_difference(f.sequence, oldest), f.fragment or ()),
             )[:PROBES]
             if probes:
