@@ -515,6 +515,7 @@ class Endpoint:
         if self._closed:
             return
         self._closed = True
+        LIVE.pop(self, None)
         self._transport.close()
         self._engine.close()
         events = self._engine.events()
@@ -706,12 +707,28 @@ async def _background(endpoint: Endpoint, *, task_status: trio.TaskStatus[None])
                 raise rest from None
 
 
+#: Every endpoint whose block is running, oldest first, with the token of the
+#: trio run it lives in (for monitoring from another thread: trioudp.prometheus).
+LIVE: dict[Endpoint, trio.lowlevel.TrioToken] = {}
+
+
+def live_endpoints() -> list[tuple[Endpoint, trio.lowlevel.TrioToken]]:
+    """The endpoints open right now, oldest first, each with its trio run's token
+    (a copy: safe to take from any thread)."""
+    while True:
+        try:
+            return list(LIVE.items())
+        except RuntimeError:  # changed size during the copy, from another thread
+            continue
+
+
 @asynccontextmanager
 async def running(endpoint: Endpoint) -> AsyncGenerator[None, None]:
     try:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(_background, endpoint)
+                LIVE[endpoint] = trio.lowlevel.current_trio_token()
                 try:
                     yield
                 finally:
