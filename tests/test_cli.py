@@ -3,17 +3,21 @@ loopback, or the fake network for multicast), and main()'s exit statuses."""
 
 from __future__ import annotations
 
+import base64
+import errno
 import io
+import json
 import socket
 import subprocess
 import sys
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 import trioudp
-from trioudp._cli import _parser, host_port, main
+from trioudp._cli import _parser, _where, host_port, main
 from trioudp.testing import FakeNetwork
 
 LOCAL = "127.0.0.1"
@@ -144,3 +148,163 @@ def test_console_script_entry_point_runs() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"trioudp {trioudp.__version__}"
+
+
+async def test_no_datagram_a_plain_client_sends_stops_a_raw_echo(free_udp_port: int) -> None:
+    """Plain UDP allows up to 65,507 bytes: the raw echo answers every size, and
+    garbage is just more bytes to it."""
+    port = free_udp_port
+    sizes = [0, 1, 1200, 1201, 1472, 9000, 65_507]
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            run, ["echo", f"{LOCAL}:{port}", "--raw", "--json", "--count", str(len(sizes) + 1)], out
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            for size in sizes:
+                payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+                await plain.sendto(payload, (LOCAL, port))
+                with trio.fail_after(5):
+                    assert await plain.recv(65_536) == payload
+            await plain.sendto(b"\xff\x00 not a frame", (LOCAL, port))
+            with trio.fail_after(5):
+                assert await plain.recv(100) == b"\xff\x00 not a frame"
+    assert [json.loads(line)["size"] for line in out.getvalue().splitlines()] == [*sizes, 14]
+
+
+async def test_garbage_and_oversized_datagrams_never_stop_a_framed_server(
+    free_udp_port: int,
+) -> None:
+    port = free_udp_port
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, ["echo", f"{LOCAL}:{port}", "--count", "1", "--json"], out)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            for size in (0, 1, 7, 1200, 1201, 9000, 65_507):
+                await plain.sendto(b"\x00" * size, (LOCAL, port))
+            await plain.sendto(b"TU\x01garbage with a magic", (LOCAL, port))
+        async with trioudp.open_udp_connection(LOCAL, port) as conn:
+            await conn.send(b"still here")
+            with trio.fail_after(5):
+                assert (await conn.receive()).payload == b"still here"
+    (line,) = out.getvalue().splitlines()
+    assert json.loads(line)["payload"] == "still here"
+
+
+async def test_a_reply_that_fails_is_reported_and_counted_and_serving_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reply = trioudp.Message.reply
+
+    async def refused(self: trioudp.Message, payload: bytes) -> None:
+        if payload == b"refused":
+            raise OSError(errno.EPERM, "Operation not permitted")
+        await reply(self, payload)
+
+    monkeypatch.setattr(trioudp.Message, "reply", refused)
+    network = FakeNetwork()
+    out = io.StringIO()
+    with network.installed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, ["echo", "10.0.0.1:5000", "--count", "4"], out)
+            await trio.testing.wait_all_tasks_blocked()
+            async with trioudp.open_udp_connection("10.0.0.1", 5000) as conn:
+                for payload in (b"refused", b"refused", b"refused", b"answered"):
+                    await conn.send(payload)
+                with trio.fail_after(5):
+                    assert (await conn.receive()).payload == b"answered"
+                conn_address = conn.local_address
+    errors = capsys.readouterr().err.splitlines()
+    # The first failure at once, the next ones within the second held back,
+    # then the total when the command ends.
+    where = _where(conn_address)
+    assert errors[1:] == [
+        f"trioudp echo: could not answer {where}: [Errno 1] Operation not permitted",
+        "trioudp echo: 3 messages could not be answered",
+    ]
+    assert len(out.getvalue().splitlines()) == 4
+
+
+async def test_listen_summarises_a_flood_once_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = FakeNetwork()
+    out = io.StringIO()
+    argv = ["listen", "10.0.0.1:5000", "--count", "50", "--lines-per-second", "5"]
+    with network.installed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, argv, out)
+            await trio.testing.wait_all_tasks_blocked()
+            async with trioudp.open_udp_connection("10.0.0.1", 5000) as conn:
+                await conn.send_batch([b"%d" % i for i in range(50)])
+    lines = out.getvalue().splitlines()
+    assert [line.rsplit(" ", 1)[1] for line in lines[:5]] == ["0", "1", "2", "3", "4"]
+    assert lines[5].startswith("trioudp: 45 more messages (85 bytes) from 1 peer in the last")
+    assert len(lines) == 6
+
+
+async def test_listen_json_gives_one_object_per_message(free_udp_port: int) -> None:
+    port = free_udp_port
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, ["listen", f"{LOCAL}:{port}", "--count", "3", "--json"], out)
+        await trio.testing.wait_all_tasks_blocked()
+        async with trioudp.open_udp_connection(LOCAL, port) as conn:
+            await conn.send(b"hello", topic="greetings")
+            await conn.send(b"\xff\xfe binary")
+            await conn.send("héllo".encode())
+            client_port = conn.local_address[1]
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["event"], r["host"], r["sequence"], r["topic"]) for r in records] == [
+        ("message", LOCAL, 0, "greetings"),
+        ("message", LOCAL, 1, ""),
+        ("message", LOCAL, 2, ""),
+    ]
+    assert all(r["port"] == client_port for r in records)
+    assert (records[0]["payload"], records[0]["encoding"], records[0]["size"]) == (
+        "hello",
+        "utf-8",
+        5,
+    )
+    assert records[1]["encoding"] == "base64"
+    assert base64.b64decode(records[1]["payload"]) == b"\xff\xfe binary"
+    assert records[2]["payload"] == "héllo"
+
+
+async def test_stats_json_gives_every_statistic(autojump_clock: trio.testing.MockClock) -> None:
+    network = FakeNetwork()
+    out = io.StringIO()
+    with network.installed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, ["stats", "10.0.0.1:5000", "--seconds", "2.5", "--json"], out)
+            await trio.testing.wait_all_tasks_blocked()
+            async with trioudp.open_udp_connection("10.0.0.1", 5000) as conn:
+                for _ in range(3):
+                    await conn.send(b"counted")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["event"], r["final"]) for r in records] == [
+        ("statistics", False),
+        ("statistics", False),
+        ("statistics", True),
+    ]
+    final = records[-1]
+    assert set(final) - {"event", "final", "elapsed"} == {
+        field.name for field in attrs.fields(trioudp.EndpointStatistics)
+    }
+    assert (final["datagrams_received"], final["messages_delivered"], final["peers"]) == (3, 3, 1)
+    assert final["elapsed"] == 2.5
+
+
+async def test_bench_json_gives_a_row_per_measurement() -> None:
+    out = io.StringIO()
+    await run(["bench", "--seconds", "0.2", "--json"], out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(row["event"], row["method"]) for row in rows] == [
+        ("bench", "send()"),
+        ("bench", "send_batch(64)"),
+    ]
+    assert all(row["messages_per_second"] > 0 and row["seconds"] == 0.2 for row in rows)

@@ -8,14 +8,18 @@ demo check that did not hold), 2 for a usage error, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import math
 import sys
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
+import attrs
 import trio
 
+from ._config import MAX_UDP_PAYLOAD
 from ._demo import run_demo
 from ._endpoint import open_udp_connection, open_udp_server
 from ._errors import PeerLostError
@@ -25,8 +29,13 @@ from ._version import __version__
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._message import Message
+    from ._message import Address, Message
     from ._statistics import PeerStatistics
+
+
+#: Messages ``listen``, ``echo`` and ``join`` show a second before they
+#: summarise the rest (--lines-per-second).
+LINES_PER_SECOND = 200
 
 
 class CommandError(Exception):
@@ -49,6 +58,8 @@ def _options(arguments: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if getattr(arguments, "raw", False):
         options["framing"] = False
+        # Plain UDP carries up to 65,507 bytes: a raw echo answers any of them.
+        options["max_datagram_size"] = MAX_UDP_PAYLOAD
     if getattr(arguments, "reliable", False):
         options["reliable"] = True
     return options
@@ -71,19 +82,162 @@ def _show(message: Message, *, as_hex: bool) -> str:
     return " ".join(parts)
 
 
+def _record(message: Message, *, as_hex: bool) -> dict[str, Any]:
+    """A message as one JSON object: its payload as text when it is UTF-8 (and
+    not asked for in hex), in base64 otherwise, with ``encoding`` saying which."""
+    payload = message.payload
+    record: dict[str, Any] = {
+        "event": "message",
+        "host": message.address[0],
+        "port": message.address[1],
+        "sequence": message.sequence,
+        "topic": message.topic,
+        "size": len(payload),
+    }
+    if as_hex:
+        record.update(payload=payload.hex(), encoding="hex")
+        return record
+    try:
+        record.update(payload=payload.decode(), encoding="utf-8")
+    except UnicodeDecodeError:
+        record.update(payload=base64.b64encode(payload).decode(), encoding="base64")
+    return record
+
+
+def _emit(out: TextIO, record: dict[str, Any]) -> None:
+    print(json.dumps(record, ensure_ascii=False), file=out, flush=True)
+
+
+@attrs.define
+class _Printer:
+    """Prints messages as they come, up to ``limit`` lines a second (0: no
+    limit); under a flood it prints a summary of the rest once a second rather
+    than fall behind. Replies that cannot be sent are reported on stderr (at
+    most one line a second) and counted, and serving goes on."""
+
+    command: str
+    out: TextIO
+    as_json: bool
+    as_hex: bool
+    limit: int
+    #: Messages shown and not shown in the current second, and the latter's
+    #: bytes and peers.
+    shown: int = 0
+    hidden: int = 0
+    hidden_bytes: int = 0
+    hidden_peers: set[Address] = attrs.Factory(set["Address"])
+    #: Replies that could not be sent: in all, and since the last report.
+    failures: int = 0
+    unreported: int = 0
+    reported_at: float = -math.inf
+
+    def message(self, message: Message) -> None:
+        if not self.limit or self.shown < self.limit:
+            self.shown += 1
+            if self.as_json:
+                _emit(self.out, _record(message, as_hex=self.as_hex))
+            else:
+                print(_show(message, as_hex=self.as_hex), file=self.out, flush=True)
+            return
+        self.hidden += 1
+        self.hidden_bytes += len(message.payload)
+        self.hidden_peers.add(message.address)
+
+    def tick(self) -> None:
+        """A second is over: summarise what was not shown in it."""
+        if self.hidden:
+            if self.as_json:
+                _emit(
+                    self.out,
+                    {
+                        "event": "summary",
+                        "seconds": 1,
+                        "shown": self.shown,
+                        "not_shown": self.hidden,
+                        "bytes": self.hidden_bytes,
+                        "peers": len(self.hidden_peers),
+                    },
+                )
+            else:
+                peers = len(self.hidden_peers)
+                print(
+                    f"trioudp: {self.hidden:,} more message{'s' * (self.hidden != 1)} "
+                    f"({self.hidden_bytes:,} bytes) from {peers:,} peer{'s' * (peers != 1)} "
+                    f"in the last second, not shown (--lines-per-second {self.limit})",
+                    file=self.out,
+                    flush=True,
+                )
+        self.shown = self.hidden = self.hidden_bytes = 0
+        self.hidden_peers.clear()
+
+    def failed(self, message: Message, exc: Exception) -> None:
+        """The reply to ``message`` could not be sent."""
+        self.failures += 1
+        self.unreported += 1
+        now = time.monotonic()
+        if now - self.reported_at < 1:
+            return
+        more = self.unreported - 1
+        also = f" (and {more:,} more since the last report)" if more else ""
+        print(
+            f"trioudp {self.command}: could not answer {_where(message.address)}: {exc}{also}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.reported_at, self.unreported = now, 0
+
+    def finish(self) -> None:
+        self.tick()
+        if self.failures:
+            print(
+                f"trioudp {self.command}: {self.failures:,} message"
+                f"{'s' * (self.failures != 1)} could not be answered",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+#: What may stop one reply, never the server: the message is too large for
+#: the peer's mode, the peer refused or left, the kernel refused the datagram.
+_REPLY_ERRORS = (ValueError, OSError, PeerLostError, trio.BrokenResourceError)
+
+
 async def _print_messages(
     source: Any, arguments: argparse.Namespace, out: TextIO, reply: bool = False
 ) -> None:
-    """Print (and with ``reply``, echo) messages until --count or --timeout."""
+    """Print (and with ``reply``, echo) messages until --count or --timeout.
+    Nothing a peer sends stops it: what cannot be answered is reported."""
+    printer = _Printer(
+        arguments.command,
+        out,
+        as_json=arguments.json,
+        as_hex=arguments.hex,
+        limit=arguments.lines_per_second,
+    )
     count = 0
-    with trio.move_on_after(arguments.timeout if arguments.timeout else math.inf):
-        async for message in source:
-            print(_show(message, as_hex=arguments.hex), file=out, flush=True)
-            if reply:
-                await message.reply(message.payload)
-            count += 1
-            if arguments.count and count >= arguments.count:
-                break
+
+    async def summaries() -> None:
+        while True:
+            await trio.sleep(1)
+            printer.tick()
+
+    try:
+        with trio.move_on_after(arguments.timeout if arguments.timeout else math.inf):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(summaries)
+                while not arguments.count or count < arguments.count:
+                    wanted = arguments.count - count if arguments.count else 1024
+                    for message in await source.receive_batch(wanted):
+                        printer.message(message)
+                        count += 1
+                        if reply:
+                            try:
+                                await message.reply(message.payload)
+                            except _REPLY_ERRORS as exc:
+                                printer.failed(message, exc)
+                nursery.cancel_scope.cancel()
+    finally:
+        printer.finish()
 
 
 async def listen(arguments: argparse.Namespace, out: TextIO, *, reply: bool = False) -> None:
@@ -158,27 +312,39 @@ async def stats(arguments: argparse.Namespace, out: TextIO) -> None:
             while True:
                 await server.receive_batch()
 
+        def show(elapsed: float, *, final: bool = False) -> None:
+            snapshot = server.statistics()
+            if arguments.json:
+                record = {"event": "statistics", "elapsed": round(elapsed, 3), "final": final}
+                _emit(out, {**record, **attrs.asdict(snapshot)})
+            else:
+                label = "total" if final else f"{elapsed:5.0f} s"
+                print(f"{label}  {_counters(snapshot)}", file=out, flush=True)
+
         start = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(drain)
             with trio.move_on_after(arguments.seconds if arguments.seconds else math.inf):
                 while True:
                     await trio.sleep(1)
-                    elapsed = trio.current_time() - start
-                    line = f"{elapsed:5.0f} s  {_counters(server.statistics())}"
-                    print(line, file=out, flush=True)
+                    show(trio.current_time() - start)
             nursery.cancel_scope.cancel()
-        print(f"total  {_counters(server.statistics())}", file=out, flush=True)
+        show(trio.current_time() - start, final=True)
 
 
 async def bench(arguments: argparse.Namespace, out: TextIO) -> None:
     """A quick loopback run: 64-byte messages per second, send() and send_batch()."""
     for label, batch in (("send()", 0), ("send_batch(64)", 64)):
-        rate = await _bench_one(label, batch, arguments.seconds, out)
-        print(f"\r{label:<15} {rate:>12,.0f} msg/s received", file=out, flush=True)
+        rate = await _bench_one(label, batch, arguments.seconds, None if arguments.json else out)
+        if arguments.json:
+            row = {"event": "bench", "method": label, "payload_bytes": 64}
+            _emit(out, {**row, "seconds": arguments.seconds, "messages_per_second": round(rate)})
+        else:
+            print(f"\r{label:<15} {rate:>12,.0f} msg/s received", file=out, flush=True)
 
 
-async def _bench_one(label: str, batch: int, seconds: float, out: TextIO) -> float:
+async def _bench_one(label: str, batch: int, seconds: float, out: TextIO | None) -> float:
+    """Messages per second received; progress on ``out`` every half second."""
     payload = b"x" * 64
     received = 0
 
@@ -202,7 +368,7 @@ async def _bench_one(label: str, batch: int, seconds: float, out: TextIO) -> flo
                     else:
                         await conn.send(payload)
                     now = time.perf_counter()
-                    if now - shown >= 0.5:
+                    if out is not None and now - shown >= 0.5:
                         shown = now
                         rate = received / (now - start)
                         print(f"\r{label:<15} {rate:>12,.0f} msg/s", end="", file=out, flush=True)
@@ -236,6 +402,18 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--hex", action="store_true", help="show payloads as hex")
         sub.add_argument("--count", type=_positive, default=0, help="stop after N messages")
         sub.add_argument("--timeout", type=_seconds, default=0, help="stop after S seconds")
+        json_output(sub, "a JSON object per line: each message, and summaries")
+        sub.add_argument(
+            "--lines-per-second",
+            type=_whole,
+            default=LINES_PER_SECOND,
+            metavar="N",
+            help=f"show at most N messages a second and summarise the rest "
+            f"({LINES_PER_SECOND}; 0 shows every one)",
+        )
+
+    def json_output(sub: Any, text: str) -> None:
+        sub.add_argument("--json", action="store_true", help=text)
 
     sub = command("demo", demo, "watch a server, clients and a vandal talk on loopback (~5 s)")
     sub.add_argument("--pace", type=_seconds, default=0.6, help="pause between steps (0.6)")
@@ -269,10 +447,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("address", type=host_port, metavar="HOST:PORT")
     sub.add_argument("--raw", action="store_true", help="plain UDP datagrams, no framing")
     sub.add_argument("--seconds", type=_seconds, default=0, help="stop after S seconds")
+    json_output(sub, "a JSON object per line: every statistic, each second and in total")
 
     sub = command("bench", bench, "measure messages per second on loopback")
     sub.add_argument("--seconds", type=_seconds, default=2.0, help="per measurement (2)")
+    json_output(sub, "a JSON object per line: one per measurement")
     return parser
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
 
 
 def _positive(text: str) -> int:
