@@ -717,3 +717,38 @@ async def test_a_socket_that_keeps_connecting_to_itself_is_an_error(
     with pytest.raises(OSError, match="connected to itself; pass local_address="):
         async with trioudp.open_udp_connection(LOCAL, port):
             pass
+
+
+async def test_careless_calls_get_errors_that_name_the_argument_and_the_fix() -> None:
+    """Issue 15: each of these once failed deep inside (or not at all)."""
+    with pytest.raises(TypeError, match=r"host must name the peer to connect to.*got None"):
+        async with trioudp.open_udp_connection(None, 9):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match=r"host must name the peer to connect to.*got ''"):
+        async with trioudp.open_udp_connection("", 9):
+            pass
+    with pytest.raises(TypeError, match=r"host must name the peer.*got 123"):
+        async with trioudp.open_udp_connection(123, 9):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match=r"host must be an address or name to bind to.*got 123"):
+        async with trioudp.open_udp_server(123, 0):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match="port must be the peer's port, 1 to 65535, got 0"):
+        async with trioudp.open_udp_connection(LOCAL, 0):
+            pass
+    with pytest.raises(TypeError, match=r"port must be an integer .* got '9' \(str\)"):
+        async with trioudp.open_udp_server(LOCAL, "9"):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match=r"Config.from_dict\(\) takes a mapping .* got NoneType"):
+        trioudp.Config.from_dict(None)  # type: ignore[arg-type]
+
+
+async def test_flush_after_close_raises_closed_resource_error() -> None:
+    async with trioudp.open_udp_connection(LOCAL, 9) as conn:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        await conn.flush()
+    async with trioudp.open_udp_connection(LOCAL, 9, reliable=True) as conn:
+        await conn.aclose()
+        with pytest.raises(trio.ClosedResourceError):
+            await conn.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import attrs
@@ -11,7 +12,7 @@ import attrs
 from ._frame import FRAGMENT_OVERHEAD, MAX_FRAGMENTS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from typing_extensions import Self
 
@@ -335,6 +336,12 @@ class Config:
 
 
 def _known(options: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"Config.from_dict() takes a mapping of option names to values, such as "
+            f"{{'reliable': True}} or a table read from JSON or TOML, got "
+            f"{type(options).__name__}"
+        )
     names = attrs.fields_dict(Config)
     unknown = sorted(set(options) - set(names))
     if unknown:

@@ -466,6 +466,8 @@ class Endpoint:
 
     async def _flush(self, peer: Peer) -> None:
         engine = self._engine
+        if self._closed:
+            raise trio.ClosedResourceError("this trioudp endpoint is closed")
         self._raise_if_lost(peer)
         while engine.unacknowledged(peer):
             if self._closed:

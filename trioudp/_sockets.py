@@ -86,11 +86,50 @@ def probing(sock: stdlib_socket.socket, config: Config) -> Config:
 
 
 def check_port(port: object) -> int:
-    if type(port) is not int or not 0 <= port <= 65535:
+    """A port to bind or send to: an int (not a bool, str or float), 0 to 65535."""
+    if type(port) is not int:
+        raise TypeError(
+            f"port must be an integer from 0 to 65535 (0 picks a free one), got "
+            f"{port!r} ({type(port).__name__})"
+        )
+    if not 0 <= port <= 65535:
         raise ValueError(
             f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}"
         )
     return port
+
+
+def check_host(host: object, *, peer: bool) -> None:
+    """A host is a name or an address as a str; None (or "") means every
+    interface, which only a server can bind."""
+    if peer:
+        if not isinstance(host, str):
+            raise TypeError(
+                f"host must name the peer to connect to, as a str such as '127.0.0.1' "
+                f"or 'example.com', got {host!r}; to take messages from any peer, "
+                f"use open_udp_server(None, port)"
+            )
+        if not host:
+            raise ValueError(
+                "host must name the peer to connect to, such as '127.0.0.1' or "
+                "'example.com', got ''; to take messages from any peer, use "
+                "open_udp_server(None, port)"
+            )
+    elif host is not None and not isinstance(host, str):
+        raise TypeError(
+            f"host must be an address or name to bind to, as a str such as '127.0.0.1' or "
+            f"'::1', or None for every interface, got {host!r}"
+        )
+
+
+def check_peer_port(port: object) -> int:
+    """A peer's port: 1 to 65535 (0 only means "any" when binding)."""
+    if type(port) is int and port == 0:
+        raise ValueError(
+            "port must be the peer's port, 1 to 65535, got 0: port 0 picks a free "
+            "port only when binding (local_address=('', 0) or open_udp_server)"
+        )
+    return check_port(port)
 
 
 def configure(sock: stdlib_socket.socket, config: Config) -> None:
@@ -120,6 +159,7 @@ async def _resolve(host: str, port: int, *, family: int = 0, flags: int = 0) -> 
 async def server_socket(host: str | None, port: int, config: Config) -> stdlib_socket.socket:
     """A UDP socket bound to ``host``:``port``. No host (None or "") means every
     interface: dual-stack IPv6 where the system allows it, IPv4 otherwise."""
+    check_host(host, peer=False)
     check_port(port)
     family: int
     sockaddr: Any
@@ -170,7 +210,8 @@ async def client_socket(
     known): a socket talking to itself, which would answer its own messages.
     Such a socket is closed and another one made; a ``local_address`` chosen by
     the caller is kept as it is."""
-    check_port(port)
+    check_host(host, peer=True)
+    check_peer_port(port)
     family, sockaddr = await _resolve(host, port)
     for _attempt in range(SELF_CONNECT_ATTEMPTS):
         sock = new_socket(family)
