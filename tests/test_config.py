@@ -83,3 +83,8 @@ def test_raw_mode_does_not_limit_message_size_by_fragments() -> None:
 
 def test_options_typeddict_lists_every_field() -> None:
     assert set(typing.get_type_hints(Options)) == set(attrs.fields_dict(Config))
+
+
+def test_from_dict_names_keys_that_are_not_option_names() -> None:
+    with pytest.raises(TypeError, match="unknown trioudp options 1, a; the options are: framing"):
+        Config.from_dict({1: 2, "a": 3})  # type: ignore[dict-item]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import attrs
 
@@ -335,21 +335,22 @@ class Config:
         return attrs.evolve(self, **_known(options))
 
 
-def _known(options: Mapping[str, Any]) -> dict[str, Any]:
+def _known(options: object) -> dict[str, Any]:
     if not isinstance(options, Mapping):
         raise TypeError(
             f"Config.from_dict() takes a mapping of option names to values, such as "
             f"{{'reliable': True}} or a table read from JSON or TOML, got "
             f"{type(options).__name__}"
         )
+    given = cast("Mapping[object, Any]", options)
     names = attrs.fields_dict(Config)
-    unknown = sorted(set(options) - set(names))
+    unknown = sorted(str(name) for name in given if name not in names)
     if unknown:
         raise TypeError(
             f"unknown trioudp option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
             f"the options are: {', '.join(names)}"
         )
-    return dict(options)
+    return cast("dict[str, Any]", dict(given))
 
 
 class Options(TypedDict, total=False):
