@@ -752,3 +752,35 @@ async def test_flush_after_close_raises_closed_resource_error() -> None:
         await conn.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await conn.flush()
+
+
+async def test_serve_refuses_what_is_not_a_handler_and_names_a_plain_function() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        with pytest.raises(TypeError, match=r"serve\(\) takes an async function.*got None"):
+            await server.serve(None)  # type: ignore[arg-type]
+
+        def plain(connection: trioudp.Connection) -> None:
+            pass
+
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            await conn.send(b"hello")
+            with (
+                trio.fail_after(5),
+                pytest.raises(TypeError, match=r"serve\(\) handler '.*plain' returned NoneType"),
+            ):
+                await server.serve(plain)  # type: ignore[arg-type]
+
+
+async def test_topics_of_the_wrong_kind_are_named() -> None:
+    with pytest.raises(TypeError, match=r"topics is a collection of strings .* got int"):
+        async with trioudp.open_udp_server(LOCAL, 0, topics=42):  # type: ignore[arg-type]
+            pass
+    async with trioudp.open_udp_connection(LOCAL, 9) as conn:
+        with pytest.raises(ValueError, match="a topic must be valid text"):
+            await conn.send(b"x", topic="\udcff")
+
+
+def test_peer_lost_error_takes_a_reasons_string_value() -> None:
+    error = trioudp.PeerLostError(("127.0.0.1", 9), "timeout", give_up_timeout=5)  # type: ignore[arg-type]
+    assert error.reason is trioudp.LostReason.TIMEOUT
+    assert "answered nothing for 5 s" in str(error)

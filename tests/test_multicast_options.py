@@ -6,9 +6,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+import trio
 
 import trioudp
 from trioudp._multicast import resolve_interface
+from trioudp.testing import FakeNetwork
 
 
 def test_interfaces_by_name_index_and_address() -> None:
@@ -45,7 +47,10 @@ def test_bad_interfaces_are_named(
         (["239.1.1.1", "ff15::1"], {}, r"must all be IPv4 or all IPv6"),
         ([], {}, r"at least one group"),
         ("239.1.1.1", {"ttl": 256}, r"ttl must be an integer from 0 to 255"),
-        ("239.1.1.1", {"source": "ff15::1"}, r"different IP versions"),
+        ("239.1.1.1", {"source": "2001:db8::1"}, r"different IP versions"),
+        ("239.1.1.1", {"source": "ff15::1"}, r"source must be the unicast IP address"),
+        ("239.1.1.1", {"source": 5}, r"source must be the unicast IP address .* got 5"),
+        ("239.1.1.1", {"source": "0.0.0.0"}, r"source must be the unicast IP address"),
     ],
 )
 async def test_bad_multicast_arguments(
@@ -53,6 +58,63 @@ async def test_bad_multicast_arguments(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         async with trioudp.open_multicast(group, 4242, **options):  # type: ignore[arg-type]
+            pass
+
+
+@pytest.mark.parametrize(
+    ("group", "options", "message"),
+    [
+        ("239.1.1.1", {"loopback": "no"}, r"loopback must be True .* or False, got 'no'"),
+        (None, {}, r"group must be a str or a list of str, got None"),
+        (b"239.255.1.1", {}, r"group must be a str or a list of str, got b'239.255.1.1'"),
+        ([239], {}, r"a multicast group is an address as a str"),
+    ],
+)
+async def test_multicast_arguments_of_the_wrong_type(
+    group: object, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        async with trioudp.open_multicast(group, 4242, **options):  # type: ignore[arg-type]
+            pass
+
+
+async def test_a_group_on_port_0_is_refused() -> None:
+    """Port 0 picks a random port, which no other member could send to (every
+    send() failed with EINVAL before)."""
+    with pytest.raises(ValueError, match="port 0 would pick a random port"):
+        async with trioudp.open_multicast("239.1.1.1", 0):
+            pass
+
+
+async def test_group_membership_mistakes_and_a_closed_endpoint() -> None:
+    network = FakeNetwork()
+    with network.installed():
+        async with trioudp.open_multicast("239.1.1.1", 4242) as group:
+            with pytest.raises(ValueError, match=r"already a member of 239\.1\.1\.1"):
+                group.join("239.1.1.1")
+            with pytest.raises(ValueError, match=r"not of this endpoint's IP version \(IPv4\)"):
+                await group.send(b"x", group="ff15::1")
+            group.join("239.1.1.2", source="10.0.0.9")
+            with pytest.raises(ValueError, match=r"joined with source='10.0.0.9'; pass it"):
+                group.leave("239.1.1.2")
+            assert group.groups == ["239.1.1.1", "239.1.1.2"]
+        assert group.groups == []
+        for call in (
+            lambda: group.join("239.1.1.3"),
+            lambda: group.leave("239.1.1.1"),
+            lambda: group.subscribe("alerts"),
+            lambda: group.socket,
+        ):
+            with pytest.raises(trio.ClosedResourceError):
+                call()
+
+
+async def test_broadcast_address_of_the_wrong_kind() -> None:
+    with pytest.raises(TypeError, match="address must be an IPv4 broadcast address as a str"):
+        async with trioudp.open_broadcast(4242, address=5):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match=r"239\.1\.1\.1 is a multicast group: use open_multicast"):
+        async with trioudp.open_broadcast(4242, address="239.1.1.1"):
             pass
 
 

@@ -159,3 +159,43 @@ async def test_running_without_routes_is_an_error() -> None:
     async with trioudp.open_udp_server(LOCAL, 0) as server:
         with pytest.raises(ValueError, match="no routes"):
             await trioudp.Router().run(server)
+
+
+def test_handlers_that_cannot_be_are_refused_when_added() -> None:
+    router = trioudp.Router()
+    with pytest.raises(TypeError, match=r"add\('t', handler\) takes an async function"):
+        router.add("t", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"default\(\) takes an async function.*got 'x'"):
+        router.default("x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"route\(\) takes the topic, as in @router.route"):
+        router.route(print)  # type: ignore[arg-type]  # a bare @router.route
+
+
+async def test_a_plain_function_handler_fails_clearly_and_run_checks_its_source() -> None:
+    router = trioudp.Router()
+    router.add("t", lambda message: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match=r"run\(\) takes a trioudp endpoint or connection"):
+        await router.run(None)  # type: ignore[arg-type]
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        async with trioudp.open_udp_connection(*server.local_address[:2]) as conn:
+            await conn.send(b"x", topic="t")
+        with (
+            trio.fail_after(5),
+            pytest.raises(TypeError, match="returned NoneType, not an awaitable: make it async"),
+        ):
+            await router.run(server)
+
+
+async def test_run_gives_the_endpoint_its_subscriptions_back() -> None:
+    router = trioudp.Router()
+
+    @router.route("temp")
+    async def on_temp(message: trioudp.Message) -> None:
+        pass
+
+    async with trioudp.open_udp_server(LOCAL, 0, topics=["temp", "log"]) as server:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(router.run, server)
+            assert server.subscriptions == frozenset({"temp"})
+            nursery.cancel_scope.cancel()
+        assert server.subscriptions == frozenset({"temp", "log"})

@@ -35,7 +35,7 @@ from ._channel import Inbox, Receiving
 from ._config import Config, make_config
 from ._connection import Connection, batch
 from ._engine import Engine, random_session_id
-from ._errors import PeerLostError
+from ._errors import PeerLostError, awaitable, check_handler
 from ._events import (
     Event,
     MessagesWaiting,
@@ -175,6 +175,7 @@ class Endpoint:
     def socket(self) -> trio.socket.SocketType:
         """The trio socket, for options trioudp does not set itself. Do not
         receive from it: that would take datagrams from trioudp."""
+        self._check_open()
         if self._trio_socket is None:
             raise RuntimeError("an endpoint on a trioudp.testing.FakeNetwork has no real socket")
         return self._trio_socket
@@ -182,9 +183,12 @@ class Endpoint:
     @property
     def local_address(self) -> Address:
         """The address the socket is bound to (with the port picked for port 0)."""
+        self._check_open()
+        return self._sock.getsockname()  # type: ignore[no-any-return]
+
+    def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this trioudp endpoint is closed")
-        return self._sock.getsockname()  # type: ignore[no-any-return]
 
     @property
     def config(self) -> Config:
@@ -203,6 +207,7 @@ class Endpoint:
 
     @subscriptions.setter
     def subscriptions(self, topics: Iterable[str] | None) -> None:
+        self._check_open()
         self._engine.subscribe(None if topics is None else frozenset(_topics(topics)))
 
     def subscribe(self, *topics: str) -> None:
@@ -363,7 +368,7 @@ class Endpoint:
                     await self._handler_returned.wait()  # a cancelled one is leaving
                 self._running += 1
                 try:
-                    await handler(connection, *args)
+                    await awaitable("serve()", handler, handler(connection, *args))
                 finally:
                     self._running -= 1
                     self._handler_returned.set()
@@ -621,6 +626,7 @@ class Serving(Endpoint, Receiving):
         running for a peer that is gone (idle, restarted) is cancelled, oldest
         first, when a new peer needs its place.
         """
+        check_handler("serve()", handler)
         if self._serving is not None:
             raise trio.BusyResourceError("serve() is already running on this server")
         if self._closed:
@@ -666,7 +672,13 @@ class UDPServer(Serving):
 def _topics(topics: Iterable[str]) -> list[str]:
     if isinstance(topics, str):
         raise TypeError(f"topics is a collection of strings; for one topic pass [{topics!r}]")
-    checked = list(topics)
+    try:
+        checked = list(topics)
+    except TypeError:
+        raise TypeError(
+            f"topics is a collection of strings such as ['alerts', 'status'], "
+            f"got {type(topics).__name__}"
+        ) from None
     for topic in checked:
         encode_topic(topic)
     return checked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ import trio
 from ._reasons import LostReason
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ._message import Address
 
 
@@ -52,6 +55,7 @@ class PeerLostError(trio.BrokenResourceError):
         errno: int = 0,
         give_up_timeout: float | None = None,
     ) -> None:
+        reason = LostReason(reason)  # its string value too, as documented
         super().__init__(_lost_text(address, reason, unacknowledged, errno, give_up_timeout))
         self.address = address
         self.reason = reason
@@ -92,3 +96,24 @@ def _lost_text(
     if unacknowledged:
         text += f"; {unacknowledged} message{'s' if unacknowledged > 1 else ''} not acknowledged"
     return text
+
+
+def check_handler(where: str, handler: object) -> None:
+    """Refuse at once what cannot be a handler (rather than when the first
+    message comes)."""
+    if not callable(handler):
+        raise TypeError(
+            f"{where} takes an async function, e.g. async def handler(connection): ..., "
+            f"got {handler!r}"
+        )
+
+
+def awaitable(where: str, handler: object, result: object) -> Awaitable[object]:
+    """What a handler returned, which must be awaitable: a plain function that
+    returns None was meant to be ``async def``."""
+    if not inspect.isawaitable(result):
+        raise TypeError(
+            f"the {where} handler {getattr(handler, '__qualname__', handler)!r} returned "
+            f"{type(result).__name__}, not an awaitable: make it async def"
+        )
+    return result

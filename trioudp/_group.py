@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket as stdlib_socket
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -23,12 +24,25 @@ from ._multicast import (
 from ._sockets import check_port, configure
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable, Sequence
+    from collections.abc import AsyncGenerator, Sequence
 
     from typing_extensions import Buffer, Unpack
 
     from ._config import Config, Options
     from ._message import Address
+
+
+def _check_source(source: object) -> None:
+    """A source-specific sender: one unicast address, as a str."""
+    try:
+        origin = ipaddress.ip_address(source) if isinstance(source, str) else None
+    except ValueError:
+        origin = None
+    if origin is None or origin.is_multicast or origin.is_unspecified:
+        raise ValueError(
+            f"source must be the unicast IP address of the one sender to hear, as a str "
+            f"such as '192.0.2.7', got {source!r}"
+        )
 
 
 class _Group(Serving):
@@ -76,16 +90,34 @@ class MulticastEndpoint(_Group):
 
     @property
     def groups(self) -> list[str]:
-        """The groups joined, first the one ``send()`` goes to."""
+        """The groups joined, first the one ``send()`` goes to (none once closed)."""
+        if self._closed:
+            return []
         return list(dict.fromkeys(group for group, _source in self._memberships))
+
+    def _group(self, group: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """``group`` checked: a multicast address of this endpoint's IP version."""
+        address = multicast_address(group)
+        if (address.version == 6) != (self._sock.family == stdlib_socket.AF_INET6):
+            version = "IPv6" if self._sock.family == stdlib_socket.AF_INET6 else "IPv4"
+            raise ValueError(
+                f"{group} is not of this endpoint's IP version ({version}); open another "
+                f"endpoint with open_multicast() for it"
+            )
+        return address
 
     def join(self, group: str, *, source: str | None = None) -> None:
         """Join ``group`` too (only datagrams from ``source``, if given: source-
         specific multicast, RFC 4607). Raises OSError naming the interfaces to
         try if the system cannot join."""
-        address = multicast_address(group)
-        if (address.version == 6) != (self._sock.family == stdlib_socket.AF_INET6):
-            raise ValueError(f"{group} is not of this endpoint's IP version")
+        self._check_open()
+        address = self._group(group)
+        if source is not None:
+            _check_source(source)
+        if (str(address), source) in self._memberships:
+            raise ValueError(
+                f"already a member of {group}" + (f" for source {source}" if source else "")
+            )
         join_group(self._sock, str(address), self._interface, source)
         if not self._memberships:
             self._destination = group_destination(str(address), self._port, self._interface)
@@ -94,10 +126,13 @@ class MulticastEndpoint(_Group):
     def leave(self, group: str, *, source: str | None = None) -> None:
         """Leave ``group`` (the membership for ``source``, if it was joined with
         one): its datagrams stop arriving."""
-        key = (str(multicast_address(group)), source)
+        self._check_open()
+        key = (str(self._group(group)), source)
         if key not in self._memberships:
+            sources = [each for joined, each in self._memberships if joined == key[0] and each]
+            hint = f" (joined with source={sources[0]!r}; pass it)" if sources else ""
             raise ValueError(
-                f"not a member of {group}" + (f" for source {source}" if source else "")
+                f"not a member of {group}" + (f" for source {source}" if source else "") + hint
             )
         leave_group(self._sock, key[0], self._interface, source)
         self._memberships.remove(key)
@@ -113,6 +148,7 @@ class MulticastEndpoint(_Group):
         """Send one message to the first group joined, or to ``group``."""
         destination = self._destination
         if group is not None:
+            self._group(group)
             destination = group_destination(group, self._port, self._interface)
         await self._send_group(destination, payload, topic, priority)
 
@@ -175,10 +211,19 @@ async def open_multicast(
     :func:`open_udp_server`). Options are :class:`Config`'s fields.
     """
     secret = check_key(key)
+    given = cast("object", group)
+    if isinstance(given, (bytes, bytearray, memoryview)) or not isinstance(given, (str, Iterable)):
+        raise TypeError(f"group must be a str or a list of str, got {group!r}")
     groups = [group] if isinstance(group, str) else list(group)
     if not groups:
         raise ValueError("open_multicast() needs at least one group")
-    check_port(port)
+    if check_port(port) == 0:
+        raise ValueError(
+            "port 0 would pick a random port the group's other members cannot know; pass "
+            "the group's port, e.g. 5000"
+        )
+    if source is not None:
+        _check_source(source)
     chosen = _unreliable(make_config(config, options))
     sock = multicast_socket(groups, port, interface=interface, ttl=ttl, loopback=loopback)
     try:
@@ -219,13 +264,20 @@ async def open_broadcast(
     secret = check_key(key)
     if address == "<broadcast>":  # Twisted's and the socket module's spelling
         address = "255.255.255.255"
+    if not isinstance(address, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(
+            f"address must be an IPv4 broadcast address as a str, such as "
+            f"'255.255.255.255' or '192.168.1.255', got {address!r}"
+        )
     try:
-        ipaddress.IPv4Address(address)
+        broadcast = ipaddress.IPv4Address(address)
     except ValueError:
         raise ValueError(
             f"address must be an IPv4 broadcast address such as 255.255.255.255 or "
             f"192.168.1.255, got {address!r}"
         ) from None
+    if broadcast.is_multicast:
+        raise ValueError(f"{address} is a multicast group: use open_multicast() for it")
     chosen = _unreliable(make_config(config, options))
     sock = broadcast_socket(port, interface)
     try:

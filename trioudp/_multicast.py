@@ -153,6 +153,11 @@ def resolve_interface(family: int, interface: str | int | None) -> tuple[int, st
 
 
 def multicast_address(group: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not isinstance(group, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(
+            f"a multicast group is an address as a str, such as '239.255.0.1' or "
+            f"'ff15::1', got {group!r}"
+        )
     try:
         address = ipaddress.ip_address(group)
     except ValueError:
@@ -267,6 +272,11 @@ def multicast_socket(
         raise ValueError("the groups of one endpoint must all be IPv4 or all IPv6")
     if type(ttl) is not int or not 0 <= ttl <= 255:
         raise ValueError(f"ttl must be an integer from 0 to 255 (1 stays on the link), got {ttl!r}")
+    if not isinstance(loopback, bool):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise TypeError(
+            f"loopback must be True (other listeners on this host get what is sent) or "
+            f"False, got {loopback!r}"
+        )
     ipv6 = versions == {6}
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
     sock = new_socket(family)

@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from ._endpoint import Endpoint, raise_lone
+from ._errors import awaitable, check_handler
 from ._message import Message
 from ._sending import encode_topic
 
@@ -92,6 +93,7 @@ class Router:
     def add(self, topic: str, handler: Handler) -> None:
         """Route messages of ``topic`` ("" for messages without one) to ``handler``."""
         encode_topic(topic)
+        check_handler(f"add({topic!r}, handler)", handler)
         if self._running:
             raise RuntimeError("add routes before run()")
         if topic in self._handlers:
@@ -99,7 +101,11 @@ class Router:
         self._handlers[topic] = handler
 
     def route(self, topic: str) -> Callable[[Handler], Handler]:
-        """A decorator form of :meth:`add`."""
+        """A decorator form of :meth:`add`: ``@router.route("temperature")``."""
+        if not isinstance(topic, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(
+                f"route() takes the topic, as in @router.route('temperature'), got {topic!r}"
+            )
 
         def register(handler: Handler) -> Handler:
             self.add(topic, handler)
@@ -110,6 +116,7 @@ class Router:
     def default(self, handler: Handler) -> Handler:
         """Handle messages of every topic without a route of its own (a decorator
         too)."""
+        check_handler("default()", handler)
         if self._running:
             raise RuntimeError("set the default handler before run()")
         self._default = handler
@@ -137,13 +144,21 @@ class Router:
         """Read ``source`` and dispatch its messages until cancelled, or until the
         source ends (a connection whose peer went idle, say), once every queued
         message is handled."""
+        if not callable(getattr(source, "receive_batch", None)):
+            raise TypeError(
+                f"run() takes a trioudp endpoint or connection to read, got {type(source).__name__}"
+            )
         if self._running:
             raise trio.BusyResourceError("this Router is already running")
         if not self._handlers and self._default is None:
             raise ValueError("the Router has no routes: add some before run()")
         self._running = True
-        if self._default is None and isinstance(source, Endpoint):
-            source.subscriptions = self.topics
+        # With no default handler, only the routed topics are decoded; the
+        # endpoint's own subscriptions come back when run() ends.
+        endpoint = source if self._default is None and isinstance(source, Endpoint) else None
+        before = None if endpoint is None else endpoint.subscriptions
+        if endpoint is not None:
+            endpoint.subscriptions = self.topics
         routes = {topic: self._route(handler) for topic, handler in self._handlers.items()}
         fallback = None if self._default is None else self._route(self._default)
         every_route = [*routes.values(), *([fallback] if fallback else [])]
@@ -167,6 +182,8 @@ class Router:
             raise_lone(group)
         finally:
             self._running = False
+            if endpoint is not None and not endpoint._closed:
+                endpoint.subscriptions = before
 
     def _route(self, handler: Handler) -> _Route:
         return _Route(handler, *trio.open_memory_channel[Message](self._capacity))
@@ -186,7 +203,7 @@ class Router:
     async def _work(self, route: _Route) -> None:
         async for message in route.receive:
             try:
-                await route.handler(message)
+                await awaitable("Router", route.handler, route.handler(message))
             except Exception:
                 if not self._log_errors:
                     raise

@@ -43,7 +43,13 @@ def encode_topic(topic: str) -> bytes:
     """A topic's wire form, checked: UTF-8, at most MAX_TOPIC bytes."""
     if not isinstance(topic, str):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(f"a topic is a str, got {type(topic).__name__}")
-    encoded = topic.encode()
+    try:
+        encoded = topic.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"a topic must be valid text (it goes as UTF-8), got {topic!r}, which has a "
+            f"lone surrogate"
+        ) from None
     if len(encoded) > MAX_TOPIC:
         raise ValueError(f"a topic is at most {MAX_TOPIC} bytes of UTF-8, got {len(encoded)}")
     return encoded
