@@ -784,3 +784,70 @@ def test_peer_lost_error_takes_a_reasons_string_value() -> None:
     error = trioudp.PeerLostError(("127.0.0.1", 9), "timeout", give_up_timeout=5)  # type: ignore[arg-type]
     assert error.reason is trioudp.LostReason.TIMEOUT
     assert "answered nothing for 5 s" in str(error)
+
+
+async def test_unicast_calls_on_group_broadcast_and_wildcard_addresses_point_elsewhere() -> None:
+    for host, hint in (("239.1.2.3", "open_multicast"), ("255.255.255.255", "open_broadcast")):
+        with pytest.raises(ValueError, match=f"is (a|the) .* use {hint}"):
+            async with trioudp.open_udp_connection(host, 9):
+                pass
+        with pytest.raises(ValueError, match=f"is (a|the) .* use {hint}"):
+            async with trioudp.open_udp_server(host, 0):
+                pass
+    for wildcard in ("0.0.0.0", "::"):
+        with pytest.raises(ValueError, match="means every interface, not a peer"):
+            async with trioudp.open_udp_connection(wildcard, 9):
+                pass
+
+
+async def test_send_to_addresses_of_the_wrong_kind_are_named() -> None:
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        with pytest.raises(TypeError, match=r"an address is a \(host, port\) tuple, got \["):
+            await server.send_to([LOCAL, 9], b"x")
+        with pytest.raises(ValueError, match="port must be the peer's port, 1 to 65535, got 0"):
+            await server.send_to((LOCAL, 0), b"x")
+        with pytest.raises(ValueError, match="socket is IPv4 and cannot send to the IPv6"):
+            await server.send_to(("::1", 9), b"x")
+
+
+async def test_local_address_mistakes_name_local_address() -> None:
+    for bad in ("127.0.0.1", 5000, (LOCAL,), (LOCAL, "0"), (None, 0)):
+        with pytest.raises(TypeError, match="local_address must be a \\(host, port\\) tuple"):
+            async with trioudp.open_udp_connection(LOCAL, 9, local_address=bad):  # type: ignore[arg-type]
+                pass
+    with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
+        async with trioudp.open_udp_connection(LOCAL, 9, local_address=(LOCAL, -1)):
+            pass
+    with pytest.raises(ValueError, match="is not an IPv4 address of this machine"):
+        async with trioudp.open_udp_connection(LOCAL, 9, local_address=("::1", 0)):
+            pass
+    with pytest.raises(OSError, match=r"local_address .* not an address of this machine"):
+        async with trioudp.open_udp_connection(LOCAL, 9, local_address=("192.0.2.1", 0)):
+            pass
+    async with trioudp.open_udp_server(LOCAL, 0) as server:
+        taken = (LOCAL, server.local_address[1])
+        with pytest.raises(OSError, match=r"local_address .* already in use"):
+            async with trioudp.open_udp_connection(LOCAL, 9, local_address=taken):
+                pass
+
+
+async def test_from_socket_refuses_a_connected_or_closed_socket_and_leaves_it_alone() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        sock.connect((LOCAL, 9))
+        with pytest.raises(ValueError, match="needs an unconnected socket"):
+            async with trioudp.from_socket(sock):
+                pass
+    with pytest.raises(ValueError, match="this one is closed"):
+        async with trioudp.from_socket(sock):
+            pass
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOCAL, 0))
+        with pytest.raises(TypeError, match="topics is a collection of strings"):
+            async with trioudp.from_socket(sock, topics=42):  # type: ignore[arg-type]
+                pass
+        assert sock.fileno() != -1  # refused, and still the caller's
+        with pytest.raises(ValueError, match=r"raw mode .* has no frames to authenticate"):
+            async with trioudp.from_socket(sock, key=b"k" * 32, framing=False):
+                pass
+        assert sock.fileno() != -1

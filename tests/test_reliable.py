@@ -299,7 +299,7 @@ async def test_reliable_is_refused_where_it_cannot_work() -> None:
     with pytest.raises(ValueError, match="keepalive must be a number of seconds from 15"):
         trioudp.Config(keepalive=1.0)
     with pytest.raises(ValueError, match="unicast"):
-        async with trioudp.open_multicast("239.255.0.1", 0, reliable=True):
+        async with trioudp.open_multicast("239.255.0.1", 4242, reliable=True):
             pass  # pragma: no cover
 
 

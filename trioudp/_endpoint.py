@@ -127,8 +127,7 @@ class Endpoint:
         self._config = config
         self._reliable = config.reliable
         self._remote = peer_name(sock)
-        if key is not None and not config.framing:
-            raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
+        _check_key_framing(config, key)
         self._engine = Engine(
             config,
             now=trio.current_time(),
@@ -669,6 +668,11 @@ class UDPServer(Serving):
         await self.send_to(address, payload, topic=topic, priority=priority)
 
 
+def _check_key_framing(config: Config, key: tuple[bytes, ...] | None) -> None:
+    if key is not None and not config.framing:
+        raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
+
+
 def _topics(topics: Iterable[str]) -> list[str]:
     if isinstance(topics, str):
         raise TypeError(f"topics is a collection of strings; for one topic pass [{topics!r}]")
@@ -820,9 +824,14 @@ async def from_socket(
 ) -> AsyncGenerator[UDPServer, None]:
     """Serve on a UDP socket that is already bound (Twisted's
     ``adoptDatagramPort``; a socket inherited from systemd). trioudp takes it over
-    and closes it when the block ends; pass ``sock.dup()`` to keep your own."""
+    and closes it when the block ends; pass ``sock.dup()`` to keep your own.
+    Arguments are checked before it is taken over: if they are refused, the
+    socket is left as it was."""
     chosen = make_config(config, options)
     secret = check_key(key)
+    _check_key_framing(chosen, secret)
+    if topics is not None:
+        topics = _topics(topics)
     server = UDPServer(adopt_socket(sock), chosen, topics, key=secret)
     async with running(server):
         yield server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket as stdlib_socket
 import sys
 from contextlib import suppress
@@ -156,6 +157,47 @@ async def _resolve(host: str, port: int, *, family: int = 0, flags: int = 0) -> 
     return int(family), sockaddr
 
 
+def _ip(sockaddr: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+    except ValueError:
+        return None
+
+
+def _check_unicast(host: str, sockaddr: Any, *, peer: bool) -> None:
+    """Refuse a group, broadcast or wildcard address where one peer or one
+    local address belongs, pointing to the API for it."""
+    ip = _ip(sockaddr)
+    if ip is None:
+        return
+    if ip.is_multicast:
+        raise ValueError(f"{host} is a multicast group: use open_multicast() for it")
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{host} is the broadcast address: use open_broadcast() for it")
+    if peer and ip.is_unspecified:
+        raise ValueError(
+            f"{host!r} means every interface, not a peer: connect to '127.0.0.1' or "
+            f"the server's address"
+        )
+
+
+def _explain(exc: OSError, host: object, what: str) -> OSError:
+    """A bind's or connect's error for ``host``, with what to do about it."""
+    text = {
+        errno.EADDRINUSE: "it is already in use; stop the other program or pass port 0",
+        errno.EADDRNOTAVAIL: "it is not an address of this machine; pass None (or '') for "
+        "every interface, or one of this machine's addresses",
+        errno.EACCES: "that needs broadcast permission; use open_broadcast() to send to a subnet",
+    }.get(exc.errno or 0)
+    if text is None and exc.errno == errno.EINVAL and isinstance(host, str):
+        ip = _ip((host,))
+        if ip is not None and ip.version == 6 and ip.is_link_local and "%" not in host:
+            text = f"a link-local address needs its interface, e.g. '{host}%eth0'"
+    if text is None:
+        return exc
+    return type(exc)(exc.errno, f"cannot {what}: {text}")
+
+
 async def server_socket(host: str | None, port: int, config: Config) -> stdlib_socket.socket:
     """A UDP socket bound to ``host``:``port``. No host (None or "") means every
     interface: dual-stack IPv6 where the system allows it, IPv4 otherwise."""
@@ -178,6 +220,7 @@ async def server_socket(host: str | None, port: int, config: Config) -> stdlib_s
                 return _bind(sock, ("::", port), config)
     else:
         family, sockaddr = await _resolve(host, port, flags=stdlib_socket.AI_PASSIVE)
+        _check_unicast(host, sockaddr, peer=False)
     return _bind(new_socket(family), sockaddr, config)
 
 
@@ -187,13 +230,10 @@ def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_s
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise OSError(
-                exc.errno,
-                f"cannot bind UDP {sockaddr[0]} port {sockaddr[1]}: it is already in use; "
-                f"stop the other program or pass port 0 to pick a free port",
-            ) from exc
-        raise
+        explained = _explain(exc, sockaddr[0], f"bind UDP {sockaddr[0]} port {sockaddr[1]}")
+        if explained is exc:
+            raise
+        raise explained from exc
     except BaseException:
         sock.close()
         raise
@@ -212,14 +252,23 @@ async def client_socket(
     the caller is kept as it is."""
     check_host(host, peer=True)
     check_peer_port(port)
+    if local_address is not None:
+        _check_local_address(local_address)
     family, sockaddr = await _resolve(host, port)
+    _check_unicast(host, sockaddr, peer=True)
     for _attempt in range(SELF_CONNECT_ATTEMPTS):
         sock = new_socket(family)
         try:
             configure(sock, config)
             if local_address is not None:
-                sock.bind(local_address)
-            sock.connect(sockaddr)
+                _bind_local(sock, local_address, family)
+            try:
+                sock.connect(sockaddr)
+            except OSError as exc:
+                explained = _explain(exc, host, f"connect to {host} port {port}")
+                if explained is exc:
+                    raise
+                raise explained from exc
             if local_address is not None or sock.getsockname() != sock.getpeername():
                 return sock
         except BaseException:
@@ -233,6 +282,45 @@ async def client_socket(
     )
 
 
+def _check_local_address(local_address: object) -> None:
+    parts = cast("tuple[object, ...]", local_address) if isinstance(local_address, tuple) else None
+    if parts is None or len(parts) not in (2, 4):
+        parts = (None, None)
+    if not isinstance(parts[0], str) or type(parts[1]) is not int:
+        raise TypeError(
+            f"local_address must be a (host, port) tuple of this machine, such as "
+            f"('', 0) for any address and a free port, got {local_address!r}"
+        )
+    check_port(parts[1])
+
+
+def _bind_local(sock: stdlib_socket.socket, local_address: Any, family: int) -> None:
+    """Bind a client's socket to the ``local_address`` its user chose."""
+    host = local_address[0]
+    try:
+        infos = stdlib_socket.getaddrinfo(
+            host or None,
+            local_address[1],
+            family,
+            stdlib_socket.SOCK_DGRAM,
+            0,
+            stdlib_socket.AI_PASSIVE,
+        )
+    except stdlib_socket.gaierror:
+        version = "IPv6" if family == stdlib_socket.AF_INET6 else "IPv4"
+        raise ValueError(
+            f"local_address {local_address!r} is not an {version} address of this machine, "
+            f"and the peer is {version}; pass ('', 0) or an {version} address"
+        ) from None
+    try:
+        sock.bind(infos[0][4] if len(local_address) == 2 else local_address)
+    except OSError as exc:
+        explained = _explain(exc, host, f"bind local_address {local_address!r}")
+        if explained is exc:
+            raise
+        raise explained from exc
+
+
 def adopt_socket(sock: stdlib_socket.socket | trio.socket.SocketType) -> stdlib_socket.socket:
     """Check that ``sock`` is a bound UDP socket and take it over (a trio socket
     is detached: its descriptor is ours from now on)."""
@@ -242,10 +330,21 @@ def adopt_socket(sock: stdlib_socket.socket | trio.socket.SocketType) -> stdlib_
         )
     if sock.type != stdlib_socket.SOCK_DGRAM:
         raise ValueError(f"from_socket() needs a UDP socket (SOCK_DGRAM), got {sock.type!r}")
+    if sock.fileno() == -1:
+        raise ValueError("from_socket() needs an open socket; this one is closed")
     if sock.family not in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
         raise ValueError(f"from_socket() needs an AF_INET or AF_INET6 socket, got {sock.family!r}")
     if sock.getsockname()[1] == 0:
         raise ValueError("from_socket() needs a bound socket: call sock.bind((host, port)) first")
+    try:
+        sock.getpeername()
+    except OSError:
+        pass
+    else:
+        raise ValueError(
+            "from_socket() serves any peer and needs an unconnected socket; for one peer "
+            "use open_udp_connection()"
+        )
     if isinstance(sock, trio.socket.SocketType):
         family, kind, proto = sock.family, sock.type, sock.proto
         sock = stdlib_socket.socket(family, kind, proto, fileno=sock.detach())
@@ -273,13 +372,16 @@ class AddressBook:
         self._known: dict[object, Address] = {}
 
     async def lookup(self, address: object) -> Address:
-        known = self._known.get(address)
+        try:
+            known = self._known.get(address)
+        except TypeError:  # unhashable: a list, say
+            known = None
         if known is not None:
             return known
         parts = cast("tuple[object, ...]", address) if isinstance(address, tuple) else None
         if parts is None or len(parts) not in (2, 4):
             raise TypeError(f"an address is a (host, port) tuple, got {address!r}")
-        host, port = parts[0], check_port(parts[1])
+        host, port = parts[0], check_peer_port(parts[1])
         if not isinstance(host, str):
             raise TypeError(f"an address's host must be a str, got {host!r}")
         if len(parts) == 4:
@@ -308,6 +410,12 @@ class AddressBook:
             )
             sockaddr = infos[0][4]
         except stdlib_socket.gaierror:
+            ip = _ip((host,))
+            if ip is not None and ip.version == 6 and family == stdlib_socket.AF_INET:
+                raise ValueError(
+                    f"this endpoint's socket is IPv4 and cannot send to the IPv6 address "
+                    f"{host}; bind the server to None or '::' for both"
+                ) from None
             _family, sockaddr = await _resolve(host, port, family=family, flags=flags)
         if family == stdlib_socket.AF_INET6 and len(parts) == 4:
             sockaddr = (sockaddr[0], sockaddr[1], parts[2], parts[3] or sockaddr[3])
