@@ -71,7 +71,9 @@ class Connection(Receiving):
     def state(self) -> StateValue:
         """The connection's :class:`ConnectionState` as a trio-util ``AsyncValue``:
         read ``state.value``, or wait for one without polling, e.g.
-        ``await connection.state.wait_value(trioudp.ConnectionState.ESTABLISHED)``."""
+        ``await connection.state.wait_value(trioudp.ConnectionState.ESTABLISHED)``.
+        ``CLOSED`` is final: a wait for another state that another task's
+        ``aclose()`` may overtake should accept ``CLOSED`` too."""
         if self._state is None:
             engine = self._endpoint._engine
             now = ConnectionState.CLOSED if self._ended is not None else engine.state(self._peer)

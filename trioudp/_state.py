@@ -18,7 +18,10 @@ class ConnectionState(enum.Enum):
     ``keepalive`` seconds without hearing from the peer, ``ESTABLISHED`` again
     when it speaks. ``LOST`` after ``dead_timeout`` seconds of silence, or for
     good once a reliable peer stopped acknowledging (``give_up_timeout``) or
-    refused reliable delivery. ``CLOSED`` when the connection ended.
+    refused reliable delivery. ``CLOSED`` when the connection ended: for good,
+    so a task waiting for another state would wait forever once the
+    connection is closed by another task. Wait for either:
+    ``await connection.state.wait_value(lambda s: s in (LOST, CLOSED))``.
     """
 
     CONNECTING = "connecting"
