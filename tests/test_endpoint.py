@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+import asyncio
 import os
 import random
 import socket
@@ -851,3 +853,19 @@ async def test_from_socket_refuses_a_connected_or_closed_socket_and_leaves_it_al
             async with trioudp.from_socket(sock, key=b"k" * 32, framing=False):
                 pass
         assert sock.fileno() != -1
+
+
+def test_opening_outside_trio_says_trioudp_runs_on_trio() -> None:
+    async def under_asyncio() -> None:
+        async with trioudp.open_udp_server(LOCAL, 0):
+            pass  # pragma: no cover
+
+    with pytest.raises(RuntimeError, match="trioudp runs on Trio: open its endpoints inside"):
+        asyncio.run(under_asyncio())
+
+
+async def test_send_batch_takes_any_bytes_like_object_for_one_payload() -> None:
+    async with trioudp.open_udp_connection(LOCAL, 9) as conn:
+        for one in (array.array("B", b"hi"), memoryview(b"hello"), b"x"):
+            with pytest.raises(TypeError, match="not one payload; use send"):
+                await conn.send_batch(one)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import trioudp
-from trioudp.testing import CLEAN, HARSH, MODERATE, FakeNetwork, Faults
+from trioudp.testing import CLEAN, HARSH, MODERATE, FakeNetwork, Faults, open_chaos_proxy
 
 SERVER = ("10.0.0.1", 5000)
 PROFILES = {"clean": CLEAN, "moderate": MODERATE, "harsh": HARSH}
@@ -248,3 +248,31 @@ async def test_no_buffers_backs_off_then_drops(autojump_clock: trio.testing.Mock
             await conn.send(b"fine again")
             with trio.fail_after(1):
                 assert (await server.receive()).payload == b"fine again"
+
+
+async def test_testing_tools_check_their_arguments_at_once() -> None:
+    for bad in (None, {"loss": 0.1}, 0.1):
+        with pytest.raises(TypeError, match=r"faults must be a trioudp\.testing\.Faults"):
+            FakeNetwork(faults=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"faults must be a trioudp\.testing\.Faults"):
+            FakeNetwork().set_faults(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"faults must be a trioudp\.testing\.Faults"):
+            async with open_chaos_proxy(("127.0.0.1", 9), faults=bad):  # type: ignore[arg-type]
+                pass
+    with pytest.raises(TypeError, match="mtu_error"):
+        Faults(mtu_error="no")  # type: ignore[arg-type]
+    network = FakeNetwork()
+    with pytest.raises(TypeError, match="error must be an errno"):
+        network.refuse_sends(1, error="EAGAIN")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="count must be a whole number"):
+        network.refuse_sends(-1)
+    for payload in (5, "x"):
+        with pytest.raises(TypeError, match="payload must be bytes-like"):
+            network.inject(payload, ("10.0.0.9", 1), ("10.0.0.1", 5000))  # type: ignore[arg-type]
+    for target in ("127.0.0.1:9", ("127.0.0.1",), ("127.0.0.1", 0)):
+        with pytest.raises((TypeError, ValueError), match="target"):
+            async with open_chaos_proxy(target):  # type: ignore[arg-type]
+                pass
+    with pytest.raises(OSError, match="cannot reach target"):
+        async with open_chaos_proxy(("::1", 9)):
+            pass

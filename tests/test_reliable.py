@@ -185,6 +185,24 @@ async def test_a_vanished_peer_fails_the_sender_after_give_up_timeout(
             await conn.send(b"again")
 
 
+async def test_a_receiver_that_closes_at_once_acknowledges_what_it_took_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`trioudp listen --reliable --count 1` takes one message and exits within
+    the ACK delay: its ACK used to be lost with it, and the sender sent the
+    message again until give_up_timeout, then failed."""
+    network = FakeNetwork(seed=3)
+    with network.installed():
+        async with trioudp.open_udp_connection(*SERVER, reliable=True) as conn:
+            async with trioudp.open_udp_server(*SERVER, reliable=True) as server:
+                await conn.send(b"one and done")
+                assert (await server.receive()).payload == b"one and done"
+            start = trio.current_time()
+            await conn.flush()
+            assert trio.current_time() - start < 0.1
+            assert conn.statistics().messages_acked == 1
+
+
 async def test_state_is_awaitable(autojump_clock: trio.testing.MockClock) -> None:
     network = FakeNetwork(seed=3)
     with network.installed():

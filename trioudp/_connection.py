@@ -177,7 +177,15 @@ class Connection(Receiving):
 
 
 def batch(payloads: Iterable[Buffer]) -> list[Buffer]:
-    if isinstance(payloads, (bytes, bytearray, memoryview, str)):
+    one = isinstance(payloads, (bytes, bytearray, memoryview, str))
+    if not one and not isinstance(payloads, (list, tuple)):
+        try:  # any other bytes-like object (an array, a NumPy array) is one payload too
+            memoryview(payloads)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            one = True
+    if one:
         raise TypeError(
             "send_batch() takes an iterable of payloads, e.g. [b'one', b'two'], not one "
             "payload; use send() for a single message"

@@ -522,6 +522,8 @@ class Endpoint:
             return
         self._closed = True
         LIVE.pop(self, None)
+        if self._reliable:
+            self._transport.push(self._engine.last_acknowledgements(trio.current_time()))
         self._transport.close()
         self._engine.close()
         events = self._engine.events()
@@ -668,6 +670,18 @@ class UDPServer(Serving):
         await self.send_to(address, payload, topic=topic, priority=priority)
 
 
+def in_trio() -> None:
+    """Refuse to start outside a trio run, saying so (trio's own error says
+    "must be called from async context", which puzzles asyncio code)."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise RuntimeError(
+            "trioudp runs on Trio: open its endpoints inside trio.run() (asyncio code can "
+            "host a Trio run with trio-asyncio or trio.lowlevel.start_guest_run)"
+        ) from None
+
+
 def _check_key_framing(config: Config, key: tuple[bytes, ...] | None) -> None:
     if key is not None and not config.framing:
         raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
@@ -779,6 +793,7 @@ async def open_udp_server(
     keywords or as ``config=``. Leaving the block stops the server's tasks and closes its
     socket; an error in them is raised here.
     """
+    in_trio()
     chosen = make_config(config, options)
     secret = check_key(key)
     server = UDPServer(await server_socket(host, port, chosen), chosen, topics, key=secret)
@@ -802,6 +817,7 @@ async def open_udp_connection(
     ICMP errors for it are raised by ``receive()`` as :class:`UnreachableError`.
     ``local_address`` binds the local end first. Leaving the block closes it.
     """
+    in_trio()
     chosen = make_config(config, options)
     secret = check_key(key)
     endpoint = Endpoint(
@@ -827,6 +843,7 @@ async def from_socket(
     and closes it when the block ends; pass ``sock.dup()`` to keep your own.
     Arguments are checked before it is taken over: if they are refused, the
     socket is left as it was."""
+    in_trio()
     chosen = make_config(config, options)
     secret = check_key(key)
     _check_key_framing(chosen, secret)

@@ -443,6 +443,21 @@ class Engine:
             state = QueueState.CLOSED if closed else QueueState.ENDED
             self._delivery.discard(peer.queue, state)
 
+    def last_acknowledgements(self, now: float) -> list[Datagram]:
+        """The endpoint is closing: every ACK a reliable receiver still owes,
+        made now (with what else waits to go), so that its peers' senders learn
+        what arrived rather than send it again until they give up."""
+        control = self._control
+        for peer in (*self.peers.values(), *([self.client_peer] if self.client_peer else ())):
+            stream = peer.unicast
+            acks = None if stream is None else stream.acks
+            if acks is not None and acks.due != inf and not peer.closed:
+                acks.due = now
+                control.ack_if_due(peer, now)
+        output = self._output
+        datagrams, output.datagrams = output.datagrams, []
+        return datagrams
+
     def close(self) -> None:
         """The endpoint is closed: every queue too (ClosedResourceError)."""
         delivery = self._delivery

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from ._config import make_config
-from ._endpoint import Serving, running
+from ._endpoint import Serving, in_trio, running
 from ._keys import check_key
 from ._multicast import (
     broadcast_socket,
@@ -210,6 +210,7 @@ async def open_multicast(
     (never this endpoint itself). ``key`` authenticates every frame (see
     :func:`open_udp_server`). Options are :class:`Config`'s fields.
     """
+    in_trio()
     secret = check_key(key)
     given = cast("object", group)
     if isinstance(given, (bytes, bytearray, memoryview)) or not isinstance(given, (str, Iterable)):
@@ -260,6 +261,7 @@ async def open_broadcast(
     255.255.255.255 may need on a host with several (and needs root). Options
     are :class:`Config`'s fields.
     """
+    in_trio()
     check_port(port)
     secret = check_key(key)
     if address == "<broadcast>":  # Twisted's and the socket module's spelling

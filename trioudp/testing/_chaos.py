@@ -9,12 +9,12 @@ import math
 import random
 import socket
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 
-from ._fakenet import CLEAN, Faults, NetworkStatistics, _Link
+from ._fakenet import CLEAN, Faults, NetworkStatistics, _Link, check_faults
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -92,7 +92,25 @@ async def open_chaos_proxy(
     same). Each client gets its own socket towards the target, so the target
     sees one address per client. Point it only at hosts you run yourself, on
     loopback or in your own test network."""
+    check_faults(faults)
+    if reply_faults is not None:
+        check_faults(reply_faults, "reply_faults")
+    given = cast("object", target)
+    target_parts = cast("tuple[object, ...]", given) if isinstance(given, tuple) else ()
+    if len(target_parts) != 2 or not isinstance(target_parts[0], str):
+        raise TypeError(f"target must be a (host, port) tuple, got {target!r}")
+    target_port = target_parts[1]
+    if type(target_port) is not int or not 0 < target_port <= 65535:
+        raise ValueError(f"target's port must be 1 to 65535, got {target_port!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        await trio.socket.getaddrinfo(target[0], target[1], family, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise OSError(
+            exc.errno,
+            f"the proxy on {host} cannot reach target {target!r}: {exc.strerror} (give the "
+            f"target as an address of the proxy's IP version)",
+        ) from None
     listener = trio.socket.socket(family, socket.SOCK_DGRAM)
     await listener.bind((host, 0))
     forward, backward = NetworkStatistics(), NetworkStatistics()

@@ -97,7 +97,7 @@ class Faults:
     mtu: int | None = attrs.field(default=None, validator=_positive_or_none)
     """The largest datagram (UDP payload) the link carries; larger ones are lost,
     or refused at once with EMSGSIZE if ``mtu_error``."""
-    mtu_error: bool = False
+    mtu_error: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     """Refuse datagrams over ``mtu`` when they are sent (the kernel's own MTU)
     rather than losing them on the way."""
     rate: float | None = attrs.field(default=None, validator=_positive_or_none)
@@ -198,12 +198,22 @@ class _Link:
         return result
 
 
+def check_faults(faults: object, name: str = "faults") -> Faults:
+    """``faults`` checked: a Faults (a dict or a number fails at once, not at the
+    first datagram)."""
+    if not isinstance(faults, Faults):
+        raise TypeError(
+            f"{name} must be a trioudp.testing.Faults, e.g. Faults(loss=0.1), got {faults!r}"
+        )
+    return faults
+
+
 class FakeNetwork:
     """A seeded, in-memory UDP network. See the module's documentation."""
 
     def __init__(self, *, seed: int = 0, faults: Faults = CLEAN) -> None:
         self._random = random.Random(seed)
-        self._default = faults
+        self._default = check_faults(faults)
         self._faults: dict[tuple[str | None, str | None], Faults] = {}
         self._links: dict[tuple[str, str], _Link] = {}
         self._bound: dict[tuple[str, int], list[FakeSocket]] = {}
@@ -231,13 +241,17 @@ class FakeNetwork:
     ) -> None:
         """Use ``faults`` for datagrams from host ``source`` to host
         ``destination`` (None: any), in place of the network's default."""
-        self._faults[(source, destination)] = faults
+        self._faults[(source, destination)] = check_faults(faults)
         self._links.clear()
 
     def refuse_sends(self, count: int, error: int = errno.EAGAIN) -> None:
         """Make the next ``count`` sends (from any socket) fail with ``error``, as
         a kernel does when its buffers are full: EAGAIN (the socket becomes
         writable again a millisecond later) or ENOBUFS (no word when)."""
+        if type(count) is not int or count < 0:
+            raise ValueError(f"count must be a whole number of sends, got {count!r}")
+        if type(error) is not int or error <= 0:
+            raise TypeError(f"error must be an errno such as errno.EAGAIN, got {error!r}")
         self._refusals.extend([error] * count)
 
     def inject(
@@ -246,6 +260,10 @@ class FakeNetwork:
         """Deliver ``payload`` to ``destination`` now, as if from ``source`` (which
         need not exist: a spoofed address), past every fault. For floods and
         forgeries in tests."""
+        if isinstance(payload, (int, str)):
+            raise TypeError(
+                f"payload must be bytes-like, got {type(payload).__name__}; e.g. b'garbage'"
+            )
         receivers = self._receivers(destination[0], destination[1], socket.AF_INET)
         data = bytes(payload)
         now = trio.current_time()
