@@ -7,9 +7,11 @@ import base64
 import errno
 import io
 import json
+import random
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import attrs
 import pytest
@@ -308,3 +310,80 @@ async def test_bench_json_gives_a_row_per_measurement() -> None:
         ("bench", "send_batch(64)"),
     ]
     assert all(row["messages_per_second"] > 0 and row["seconds"] == 0.2 for row in rows)
+
+
+def test_wireshark_prints_the_dissector_or_installs_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = io.StringIO()
+    assert main(["wireshark"], out) == 0
+    printed = Path(out.getvalue().strip())
+    assert printed.name == "trioudp.lua"
+    assert printed.read_bytes().startswith(b"-- Wireshark dissector for the trioudp")
+    out = io.StringIO()
+    assert main(["wireshark", "--install", "--dir", str(tmp_path / "plugins")], out) == 0
+    installed = tmp_path / "plugins" / "trioudp.lua"
+    assert out.getvalue() == f"{installed}\n"
+    assert installed.read_bytes() == printed.read_bytes()
+    assert "installed" in capsys.readouterr().err
+
+
+SIZES = (0, 1, 19, 20, 32, 1200, 1201, 1472, 9000, 65_507)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["listen"],
+        ["listen", "--raw"],
+        ["listen", "--reliable"],
+        ["echo"],
+        ["echo", "--raw"],
+        ["echo", "--reliable"],
+    ],
+    ids=" ".join,
+)
+async def test_no_size_and_no_garbage_stops_a_command(argv: list[str], free_udp_port: int) -> None:
+    """Issue 15: every datagram a plain UDP client can send (0 to 65,507 bytes of
+    anything, and frames that are nearly right), then a real message, which
+    the command must still show."""
+    port = free_udp_port
+    out = io.StringIO()
+    raw = "--raw" in argv
+    reliable = "--reliable" in argv
+    expected = len(SIZES) + 2 if raw else 1
+    rng = random.Random(7)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, [*argv, f"{LOCAL}:{port}", "--json", "--count", str(expected)], out)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            for size in SIZES:
+                await plain.sendto(rng.randbytes(size), (LOCAL, port))
+            await plain.sendto(b"tU\x01" + bytes(40), (LOCAL, port))
+            if raw:
+                await plain.sendto(b"still here", (LOCAL, port))
+        if not raw:
+            async with trioudp.open_udp_connection(LOCAL, port, reliable=reliable) as conn:
+                await conn.send(b"still here")
+                if reliable:
+                    with trio.fail_after(10):
+                        await conn.flush()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records[-1]["payload"] == "still here"
+    assert len(records) == expected
+
+
+async def test_join_survives_every_size_and_garbage() -> None:
+    network = FakeNetwork()
+    out = io.StringIO()
+    rng = random.Random(7)
+    with network.installed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, ["join", "239.1.2.3", "6000", "--count", "1", "--json"], out)
+            await trio.testing.wait_all_tasks_blocked()
+            for size in SIZES:
+                network.inject(rng.randbytes(size), ("10.0.0.9", 1), ("239.1.2.3", 6000))
+            async with trioudp.open_multicast("239.1.2.3", 6000) as sender:
+                await sender.send(b"still here")
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["payload"] == "still here"

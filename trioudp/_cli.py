@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
@@ -25,6 +26,7 @@ from ._endpoint import open_udp_connection, open_udp_server
 from ._errors import PeerLostError
 from ._group import open_multicast
 from ._version import __version__
+from ._wireshark import install, plugin_path
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -376,6 +378,23 @@ async def _bench_one(label: str, batch: int, seconds: float, out: TextIO | None)
     return received / (time.perf_counter() - start)
 
 
+async def wireshark(arguments: argparse.Namespace, out: TextIO) -> None:
+    """Print the packaged dissector's path, or install it for Wireshark."""
+    if not (arguments.install or arguments.dir):
+        try:
+            print(plugin_path(), file=out)
+        except OSError as exc:
+            raise CommandError(f"{exc}; use trioudp wireshark --install") from None
+        return
+    installed = install(arguments.dir)
+    print(installed, file=out)
+    print(
+        "trioudp: installed; Wireshark and tshark started from now on dissect trioudp "
+        "frames (heuristically, or set Preferences > Protocols > TRIOUDP > port)",
+        file=sys.stderr,
+    )
+
+
 async def demo(arguments: argparse.Namespace, out: TextIO) -> None:
     if not await run_demo(partial(print, file=out, flush=True), pace=arguments.pace):
         raise CommandError("the demo's checks did not all hold (see above)")
@@ -448,6 +467,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--raw", action="store_true", help="plain UDP datagrams, no framing")
     sub.add_argument("--seconds", type=_seconds, default=0, help="stop after S seconds")
     json_output(sub, "a JSON object per line: every statistic, each second and in total")
+
+    sub = command(
+        "wireshark",
+        wireshark,
+        "print the path of trioudp's Wireshark dissector, or install it (--install)",
+    )
+    sub.add_argument(
+        "--install",
+        action="store_true",
+        help="copy it into Wireshark's personal Lua plugins folder",
+    )
+    sub.add_argument("--dir", type=Path, default=None, help="install it into this folder instead")
 
     sub = command("bench", bench, "measure messages per second on loopback")
     sub.add_argument("--seconds", type=_seconds, default=2.0, help="per measurement (2)")
