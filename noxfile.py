@@ -16,7 +16,15 @@ import nox
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "tests_oldest_trio", "lint", "typing", "wheel", "docs"]
+nox.options.sessions = [
+    "tests",
+    "tests_oldest_trio",
+    "lint",
+    "typing",
+    "wheel",
+    "docs",
+    "monitoring",
+]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The oldest trio we support (pyproject's floor) is tested too.
@@ -62,9 +70,13 @@ _use_every_pyenv_python()
 FULL_RELIABLE_PYTHON = "3.11"
 
 
+#: The package with its optional integrations, so that their tests run too.
+PACKAGE = ".[prometheus]"
+
+
 def run_tests(session: nox.Session, *pins: str) -> None:
     full = session.python == FULL_RELIABLE_PYTHON and not pins
-    session.install(".", *TEST_REQUIREMENTS)
+    session.install(PACKAGE, *TEST_REQUIREMENTS)
     if pins:
         session.install(*pins)
     session.run("python", "-c", "import trio; print('trio', trio.__version__)")
@@ -131,7 +143,7 @@ def typing(session: nox.Session) -> None:
     benchmarks; and pyright's check that the installed public API is fully
     typed (--verifytypes fails below 100%)."""
     session.install(
-        ".",
+        PACKAGE,
         *TEST_REQUIREMENTS,
         "mypy>=1.10",
         "pyright[nodejs]>=1.1.380",
@@ -150,7 +162,7 @@ def typing(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx documentation with every warning an error (-W) and every
     reference to trioudp resolved (-n), into docs/_build/html."""
-    session.install(".", "sphinx>=7", "myst-parser>=2", "furo", "pytest>=8.0")
+    session.install(PACKAGE, "sphinx>=7", "myst-parser>=2", "furo", "pytest>=8.0")
     session.run(
         "sphinx-build", "-W", "-n", "--keep-going", "-b", "html", "docs", "docs/_build/html"
     )
@@ -163,15 +175,39 @@ def examples(session: nox.Session) -> None:
     broadcast ones between test hosts in network namespaces (test_netns.py's
     test_example_*, skipped with the reason without root). The tests sessions
     run them too."""
-    session.install(".", *TEST_REQUIREMENTS)
+    session.install(PACKAGE, *TEST_REQUIREMENTS)
     session.run(
         "pytest",
         "--import-mode=importlib",
         "tests/test_examples.py",
         "tests/test_netns.py",
+        "tests/test_prometheus.py",
         "-k",
         "example",
         *session.posargs,
+    )
+
+
+@nox.session(python=PYTHONS[1])
+def monitoring(session: nox.Session) -> None:
+    """The Wireshark dissector against tshark (installed from Debian's packages
+    here if it is missing and this runs as root) and the Prometheus
+    integration with its example: docs/monitoring.md's tools."""
+    if shutil.which("tshark") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        quiet = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", "-qq", external=True, env=quiet)
+        session.run(
+            "apt-get", "install", "-y", "-qq", "tshark", external=True, env=quiet, silent=True
+        )
+    session.install(PACKAGE, *TEST_REQUIREMENTS)
+    required = {"TRIOUDP_REQUIRE_TSHARK": "1"} if shutil.which("tshark") else {}
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        "tests/test_wireshark.py",
+        "tests/test_prometheus.py",
+        *session.posargs,
+        env={"TRIOUDP_EXPECT_INSTALLED": "1", **required},
     )
 
 
@@ -185,7 +221,7 @@ def wheel(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--wheel", "--outdir", dist)
     wheels = sorted(Path(dist).glob("trioudp-*.whl"))
     session.run("twine", "check", "--strict", *map(str, wheels))
-    session.install(str(wheels[-1]), *TEST_REQUIREMENTS)
+    session.install(f"{wheels[-1]}[prometheus]", *TEST_REQUIREMENTS)
     session.run("trioudp", "--version")
     session.run(
         "pytest",

@@ -35,6 +35,10 @@ def blocks() -> list[tuple[str, int, str]]:
     return found
 
 
+#: trioudp's modules that code blocks import by name (trioudp.prometheus.register).
+SUBMODULES = ("testing", "prometheus")
+
+
 def test_the_pages_have_code() -> None:
     assert len(blocks()) >= 15
 
@@ -47,8 +51,20 @@ def test_code_block(page: str, line: int, code: str) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             module = {"trioudp": trioudp}.get(node.value.id)
-            if module is not None and node.attr != "testing":
+            if module is not None and node.attr not in SUBMODULES:
                 assert hasattr(module, node.attr), f"{page}:{line}: no trioudp.{node.attr}"
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "trioudp"
+            and node.value.attr in SUBMODULES
+        ):
+            try:
+                module = importlib.import_module(f"trioudp.{node.value.attr}")
+            except ImportError as exc:  # an optional integration not installed
+                pytest.skip(str(exc))
+            assert hasattr(module, node.attr), f"{page}:{line}: no {module.__name__}.{node.attr}"
         if isinstance(node, ast.ImportFrom) and node.module in ("trioudp", "trioudp.testing"):
             module = trioudp if node.module == "trioudp" else trioudp.testing
             for alias in node.names:
