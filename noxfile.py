@@ -195,10 +195,13 @@ def monitoring(session: nox.Session) -> None:
     integration with its example: docs/monitoring.md's tools."""
     if shutil.which("tshark") is None and shutil.which("apt-get") and os.geteuid() == 0:
         quiet = {"DEBIAN_FRONTEND": "noninteractive"}
-        session.run("apt-get", "update", "-qq", external=True, env=quiet)
-        session.run(
-            "apt-get", "install", "-y", "-qq", "tshark", external=True, env=quiet, silent=True
-        )
+        try:
+            session.run("apt-get", "update", "-qq", external=True, env=quiet, silent=True)
+            session.run(
+                "apt-get", "install", "-y", "-qq", "tshark", external=True, env=quiet, silent=True
+            )
+        except nox.command.CommandFailed:
+            session.warn("could not install tshark: the dissector's tests will be skipped")
     session.install(PACKAGE, *TEST_REQUIREMENTS)
     required = {"TRIOUDP_REQUIRE_TSHARK": "1"} if shutil.which("tshark") else {}
     session.run(
