@@ -869,3 +869,33 @@ async def test_send_batch_takes_any_bytes_like_object_for_one_payload() -> None:
         for one in (array.array("B", b"hi"), memoryview(b"hello"), b"x"):
             with pytest.raises(TypeError, match="not one payload; use send"):
                 await conn.send_batch(one)  # type: ignore[arg-type]
+
+
+async def test_serve_started_late_hands_each_peer_what_already_waited() -> None:
+    """Datagrams that arrive before serve() starts (a worker that starts while
+    its socket's buffer is full) go to their peers' handlers, in order; they
+    stayed in the server's own queue, where no handler looked."""
+    seen: list[bytes] = []
+    done = trio.Event()
+
+    async def handler(connection: trioudp.Connection) -> None:
+        async for message in connection:
+            seen.append(message.payload)
+            if len(seen) == 4:
+                done.set()
+
+    async with (
+        trioudp.open_udp_server(LOCAL, 0) as server,
+        trioudp.open_udp_connection(*server.local_address[:2]) as conn,
+    ):
+        for index in range(3):
+            await conn.send(b"%d" % index)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.statistics().messages_delivered == 3
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, handler)
+            await conn.send(b"3")
+            with trio.fail_after(5):
+                await done.wait()
+            nursery.cancel_scope.cancel()
+    assert seen == [b"0", b"1", b"2", b"3"]

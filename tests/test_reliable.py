@@ -600,3 +600,32 @@ async def test_a_tight_budget_on_a_lossy_path_never_stalls(
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     assert got == sent
+
+
+async def test_a_handler_that_returns_at_once_gets_its_message_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """serve() forgets a peer whose handler returned: the ACK its reliable
+    stream still owed went with it, so the sender sent the message again and
+    a new handler got it a second time."""
+    network = FakeNetwork(seed=4)
+    seen: list[bytes] = []
+
+    async def one_message(connection: trioudp.Connection) -> None:
+        seen.append((await connection.receive()).payload)
+
+    with network.installed():
+        async with (
+            trioudp.open_udp_server(*SERVER, reliable=True) as server,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(server.serve, one_message)
+            async with trioudp.open_udp_connection(*SERVER, reliable=True) as conn:
+                await conn.send(b"once")
+                start = trio.current_time()
+                await conn.flush()
+                assert trio.current_time() - start < 0.1
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(5)  # any retransmission would have come by now
+            assert seen == [b"once"]
+            nursery.cancel_scope.cancel()

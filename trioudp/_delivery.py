@@ -243,13 +243,32 @@ class Delivery:
 
     def claim(self, peer: Peer) -> Queue:
         """The peer's own queue, made now if it has none: its messages go there
-        from now on (those already in the shared queue stay there)."""
+        from now on, and those of its still waiting in the shared queue move
+        there first, in order (a server that starts ``serve()`` after datagrams
+        arrived hands them to the peer's handler, not to nobody)."""
         queue = peer.queue
         if queue is None:
             queue = peer.queue = Queue()
             if peer.closed:
                 queue.state = QueueState.ENDED
+            shared = self.shared
+            if shared is not None and shared.items:
+                self._move_waiting(peer, shared, queue)
         return queue
+
+    def _move_waiting(self, peer: Peer, shared: Queue, queue: Queue) -> None:
+        kept: deque[Message | Unreachable] = deque()
+        for item in shared.items:
+            if type(item) is not Unreachable and item._origin is peer:  # type: ignore[union-attr]
+                size = len(item.payload)  # type: ignore[union-attr]
+                shared.payload_bytes -= size
+                queue.payload_bytes += size
+                queue.items.append(item)
+            else:
+                kept.append(item)
+        shared.items = kept
+        if queue.items:
+            self._wake(queue)
 
     def take(self, queue: Queue, limit: int) -> list[Message] | Unreachable:
         """Up to ``limit`` messages from the front of ``queue``, stopping before

@@ -438,6 +438,7 @@ class Engine:
         get EndOfChannel, or with ``closed`` ClosedResourceError). A client's
         peer is never forgotten."""
         if peer is not self.client_peer:
+            self._acknowledge_owed(peer, now)
             self._table.close(peer, LostReason.CLOSED, now)
         if peer.queue is not None:
             state = QueueState.CLOSED if closed else QueueState.ENDED
@@ -446,17 +447,22 @@ class Engine:
     def last_acknowledgements(self, now: float) -> list[Datagram]:
         """The endpoint is closing: every ACK a reliable receiver still owes,
         made now (with what else waits to go), so that its peers' senders learn
-        what arrived rather than send it again until they give up."""
-        control = self._control
+        what arrived rather than send it again (to a new receiver, which would
+        deliver it again) or until they give up."""
         for peer in (*self.peers.values(), *([self.client_peer] if self.client_peer else ())):
-            stream = peer.unicast
-            acks = None if stream is None else stream.acks
-            if acks is not None and acks.due != inf and not peer.closed:
-                acks.due = now
-                control.ack_if_due(peer, now)
+            self._acknowledge_owed(peer, now)
         output = self._output
         datagrams, output.datagrams = output.datagrams, []
         return datagrams
+
+    def _acknowledge_owed(self, peer: Peer, now: float) -> None:
+        """Send the ACK ``peer``'s reliable stream owes now, not after the usual
+        delay: the peer is about to be forgotten, or the endpoint to close."""
+        stream = peer.unicast
+        acks = None if stream is None else stream.acks
+        if acks is not None and acks.due != inf and not peer.closed:
+            acks.due = now
+            self._control.ack_if_due(peer, now)
 
     def close(self) -> None:
         """The endpoint is closed: every queue too (ClosedResourceError)."""
