@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -200,7 +201,7 @@ def monitoring(session: nox.Session) -> None:
             session.run(
                 "apt-get", "install", "-y", "-qq", "tshark", external=True, env=quiet, silent=True
             )
-        except nox.command.CommandFailed:
+        except CommandFailed:
             session.warn("could not install tshark: the dissector's tests will be skipped")
     session.install(PACKAGE, *TEST_REQUIREMENTS)
     required = {"TRIOUDP_REQUIRE_TSHARK": "1"} if shutil.which("tshark") else {}
@@ -255,6 +256,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/control_loop.py", "--json", "docs/bench/control_loop.json")
     session.run("python", "bench/connections.py", "--json", "docs/bench/connections.json")
     session.run("python", "bench/workloads.py", "--json", "docs/bench/workloads.json")
+    session.run("python", "bench/workers.py", "--json", "docs/bench/workers.json")
 
 
 @nox.session(python=PYTHONS[1])

@@ -22,9 +22,9 @@ import trio
 
 from ._config import MAX_UDP_PAYLOAD
 from ._demo import run_demo
-from ._endpoint import open_udp_connection, open_udp_server
 from ._errors import PeerLostError
 from ._group import open_multicast
+from ._open import open_udp_connection, open_udp_server
 from ._version import __version__
 from ._wireshark import install, plugin_path
 

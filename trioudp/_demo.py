@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import trio
 import trio.testing
 
-from ._endpoint import open_udp_connection, open_udp_server
 from ._frame import encode_message
+from ._open import open_udp_connection, open_udp_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from ._channel import Inbox, Receiving
-from ._config import Config, make_config
 from ._connection import Connection, batch
 from ._engine import Engine, random_session_id
 from ._errors import PeerLostError, awaitable, check_handler
@@ -46,13 +45,13 @@ from ._events import (
     StateChanged,
     assert_never,
 )
-from ._keys import check_key, session_id_now
+from ._keys import session_id_now
 from ._multicast import check_priority
 from ._peer import LostPeer
 from ._reasons import LostReason
 from ._sending import encode_topic
 from ._sockethook import is_fake
-from ._sockets import AddressBook, adopt_socket, client_socket, peer_name, probing, server_socket
+from ._sockets import AddressBook, peer_name, probing
 from ._transport import Drained, Sent, Transport
 
 if sys.version_info < (3, 11):
@@ -60,11 +59,11 @@ if sys.version_info < (3, 11):
 
 if TYPE_CHECKING:
     import socket as stdlib_socket
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     from typing_extensions import Buffer, TypeVarTuple, Unpack
 
-    from ._config import Options
+    from ._config import Config
     from ._delivery import Queue, Unreachable
     from ._message import Address, Message
     from ._peer import Loss, Peer
@@ -670,18 +669,6 @@ class UDPServer(Serving):
         await self.send_to(address, payload, topic=topic, priority=priority)
 
 
-def in_trio() -> None:
-    """Refuse to start outside a trio run, saying so (trio's own error says
-    "must be called from async context", which puzzles asyncio code)."""
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        raise RuntimeError(
-            "trioudp runs on Trio: open its endpoints inside trio.run() (asyncio code can "
-            "host a Trio run with trio-asyncio or trio.lowlevel.start_guest_run)"
-        ) from None
-
-
 def _check_key_framing(config: Config, key: tuple[bytes, ...] | None) -> None:
     if key is not None and not config.framing:
         raise ValueError("raw mode (framing=False) has no frames to authenticate; drop key=")
@@ -720,25 +707,6 @@ def raise_lone(group: BaseExceptionGroup[Any]) -> NoReturn:
         del lone, context
 
 
-async def _background(endpoint: Endpoint, *, task_status: trio.TaskStatus[None]) -> None:
-    """The endpoint's tasks, in a cancel scope of their own: closing the
-    endpoint (``aclose``) ends them, never the block that uses it. A task that
-    meets the socket closed under it by ``aclose`` just ends. This task is the
-    receive task itself (one task fewer per endpoint)."""
-    with trio.CancelScope() as endpoint._tasks:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(endpoint._timer_loop)
-                endpoint._transport.start_backlog(nursery.start_soon)
-                await endpoint._receive_loop(task_status=task_status)
-        except BaseExceptionGroup as group:
-            rest = group.split(lambda exc: isinstance(exc, trio.ClosedResourceError))[1]
-            if not endpoint._closed:
-                raise
-            if rest is not None:
-                raise rest from None
-
-
 #: Every endpoint whose block is running, oldest first, with the token of the
 #: trio run it lives in (for monitoring from another thread: trioudp.prometheus).
 LIVE: dict[Endpoint, trio.lowlevel.TrioToken] = {}
@@ -752,103 +720,3 @@ def live_endpoints() -> list[tuple[Endpoint, trio.lowlevel.TrioToken]]:
             return list(LIVE.items())
         except RuntimeError:  # changed size during the copy, from another thread
             continue
-
-
-@asynccontextmanager
-async def running(endpoint: Endpoint) -> AsyncGenerator[None, None]:
-    try:
-        try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(_background, endpoint)
-                LIVE[endpoint] = trio.lowlevel.current_trio_token()
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            endpoint._close()
-    except BaseExceptionGroup as group:
-        raise_lone(group)
-
-
-@asynccontextmanager
-async def open_udp_server(
-    host: str | None,
-    port: int,
-    *,
-    topics: Iterable[str] | None = None,
-    key: Buffer | Sequence[Buffer] | None = None,
-    config: Config | None = None,
-    **options: Unpack[Options],
-) -> AsyncGenerator[UDPServer, None]:
-    """Bind a UDP socket to ``host``:``port`` and serve every peer that sends to it.
-
-    ``host`` None or ``""`` binds every interface (IPv4 and IPv6 where the system
-    allows one socket for both); port 0 picks a free port (see
-    ``server.local_address``). ``topics`` subscribes to just those topics (see
-    ``subscriptions``). ``key`` (16 to 64 secret bytes shared by every peer)
-    authenticates every frame; frames without it are dropped. To rotate keys,
-    give a list of up to 4: the first signs what is sent, every one is
-    accepted (docs/security.md). Options are :class:`Config`'s fields, as
-    keywords or as ``config=``. Leaving the block stops the server's tasks and closes its
-    socket; an error in them is raised here.
-    """
-    in_trio()
-    chosen = make_config(config, options)
-    secret = check_key(key)
-    server = UDPServer(await server_socket(host, port, chosen), chosen, topics, key=secret)
-    async with running(server):
-        yield server
-
-
-@asynccontextmanager
-async def open_udp_connection(
-    host: str,
-    port: int,
-    *,
-    local_address: tuple[str, int] | None = None,
-    topics: Iterable[str] | None = None,
-    key: Buffer | Sequence[Buffer] | None = None,
-    config: Config | None = None,
-    **options: Unpack[Options],
-) -> AsyncGenerator[Connection, None]:
-    """Connect a UDP socket to ``host``:``port`` (resolved once) and talk to that
-    one peer. The socket only takes datagrams from the peer, and the kernel's
-    ICMP errors for it are raised by ``receive()`` as :class:`UnreachableError`.
-    ``local_address`` binds the local end first. Leaving the block closes it.
-    """
-    in_trio()
-    chosen = make_config(config, options)
-    secret = check_key(key)
-    endpoint = Endpoint(
-        await client_socket(host, port, local_address, chosen), chosen, topics, key=secret
-    )
-    connection = endpoint._connections[endpoint._remote]  # type: ignore[index]
-    connection._inbox()
-    async with running(endpoint):
-        yield connection
-
-
-@asynccontextmanager
-async def from_socket(
-    sock: stdlib_socket.socket | trio.socket.SocketType,
-    *,
-    topics: Iterable[str] | None = None,
-    key: Buffer | Sequence[Buffer] | None = None,
-    config: Config | None = None,
-    **options: Unpack[Options],
-) -> AsyncGenerator[UDPServer, None]:
-    """Serve on a UDP socket that is already bound (Twisted's
-    ``adoptDatagramPort``; a socket inherited from systemd). trioudp takes it over
-    and closes it when the block ends; pass ``sock.dup()`` to keep your own.
-    Arguments are checked before it is taken over: if they are refused, the
-    socket is left as it was."""
-    in_trio()
-    chosen = make_config(config, options)
-    secret = check_key(key)
-    _check_key_framing(chosen, secret)
-    if topics is not None:
-        topics = _topics(topics)
-    server = UDPServer(adopt_socket(sock), chosen, topics, key=secret)
-    async with running(server):
-        yield server

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from ._config import make_config
-from ._endpoint import Serving, in_trio, running
+from ._endpoint import Serving
 from ._keys import check_key
 from ._multicast import (
     broadcast_socket,
@@ -21,6 +21,7 @@ from ._multicast import (
     multicast_address,
     multicast_socket,
 )
+from ._open import in_trio, running
 from ._sockets import check_port, configure
 
 if TYPE_CHECKING:

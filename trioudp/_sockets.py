@@ -14,6 +14,7 @@ import trio
 
 from ._multicast import set_priority
 from ._pmtu import will_probe
+from ._reuseport import check_reuse_port, reuse_port
 from ._sockethook import new_socket
 
 if TYPE_CHECKING:
@@ -198,11 +199,16 @@ def _explain(exc: OSError, host: object, what: str) -> OSError:
     return type(exc)(exc.errno, f"cannot {what}: {text}")
 
 
-async def server_socket(host: str | None, port: int, config: Config) -> stdlib_socket.socket:
+async def server_socket(
+    host: str | None, port: int, config: Config, *, shared: bool = False
+) -> stdlib_socket.socket:
     """A UDP socket bound to ``host``:``port``. No host (None or "") means every
-    interface: dual-stack IPv6 where the system allows it, IPv4 otherwise."""
+    interface: dual-stack IPv6 where the system allows it, IPv4 otherwise.
+    ``shared``: in the port's SO_REUSEPORT group (Linux)."""
     check_host(host, peer=False)
     check_port(port)
+    if shared:
+        check_reuse_port()
     family: int
     sockaddr: Any
     if host is None or host == "":
@@ -217,16 +223,20 @@ async def server_socket(host: str | None, port: int, config: Config) -> stdlib_s
                 sock.close()
                 family, sockaddr = stdlib_socket.AF_INET, ("0.0.0.0", port)
             else:
-                return _bind(sock, ("::", port), config)
+                return _bind(sock, ("::", port), config, shared)
     else:
         family, sockaddr = await _resolve(host, port, flags=stdlib_socket.AI_PASSIVE)
         _check_unicast(host, sockaddr, peer=False)
-    return _bind(new_socket(family), sockaddr, config)
+    return _bind(new_socket(family), sockaddr, config, shared)
 
 
-def _bind(sock: stdlib_socket.socket, sockaddr: Any, config: Config) -> stdlib_socket.socket:
+def _bind(
+    sock: stdlib_socket.socket, sockaddr: Any, config: Config, shared: bool = False
+) -> stdlib_socket.socket:
     try:
         configure(sock, config)
+        if shared:
+            reuse_port(sock)
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()

@@ -91,9 +91,11 @@ except ImportError as _missing:  # pragma: no cover - tested by hiding the modul
     ) from _missing
 
 from . import _statistics
+from ._connection import Connection
 from ._endpoint import Endpoint, UDPServer, live_endpoints
 from ._group import BroadcastEndpoint, MulticastEndpoint
 from ._statistics import COUNTERS, EndpointStatistics, PeerStatistics
+from ._workers import live_groups
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -101,7 +103,6 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from ._connection import Connection
     from ._message import Address
 
 __all__ = ["TrioudpCollector", "register", "start_http_server"]
@@ -219,8 +220,9 @@ class TrioudpCollector(Collector):
         self._lock = threading.Lock()
         #: The ``endpoint`` label of each endpoint seen, for as long as it lives.
         self._names: dict[Endpoint, str] = {}
-        #: The highest counter values each live endpoint and connection has shown.
-        self._highest: dict[Endpoint | Connection, tuple[int, ...]] = {}
+        #: The highest counter values each live endpoint and connection (and
+        #: worker process: its group, index and pid) has shown.
+        self._highest: dict[object, tuple[int, ...]] = {}
 
     def describe(self) -> Iterator[Metric]:
         """Every metric family the collector may report, without samples (so a
@@ -248,6 +250,15 @@ class TrioudpCollector(Collector):
                 for peer in reading.peers:
                     peer_labels = {**labels, "peer": _text(peer.address)}
                     self._add(peer_families, peer.connection, peer.statistics, peer_labels)
+            for group in live_groups():
+                address = f"udp://{_text(group.local_address)}"
+                for index, (pid, statistics) in sorted(group.snapshot.items()):
+                    labels = {**self.labels, "endpoint": address, "kind": "worker"}
+                    labels["worker"] = str(index)
+                    # A worker started again starts its counters from 0: a
+                    # counter reset, as for any restarted process.
+                    owner = (group, index, pid)
+                    self._add(endpoint_families, owner, statistics, labels)
         for family in (*endpoint_families.values(), *peer_families.values()):
             if family.samples:
                 yield family
@@ -271,7 +282,7 @@ class TrioudpCollector(Collector):
     def _add(
         self,
         families: Mapping[_Series, Metric],
-        owner: Endpoint | Connection,
+        owner: object,
         statistics: PeerStatistics,
         labels: dict[str, str],
     ) -> None:
@@ -310,6 +321,14 @@ class TrioudpCollector(Collector):
             del self._names[endpoint]
         for owner in [each for each in self._highest if _gone(each)]:
             del self._highest[owner]
+        live: set[object] = {
+            (group, index, pid)
+            for group in live_groups()
+            for index, (pid, _statistics) in group.snapshot.items()
+        }
+        for owner in list(self._highest):
+            if isinstance(owner, tuple) and owner not in live:
+                del self._highest[owner]
 
 
 def register(
@@ -396,10 +415,12 @@ def _kind(endpoint: Endpoint) -> str:
     return type(endpoint).__name__.lower()
 
 
-def _gone(owner: Endpoint | Connection) -> bool:
+def _gone(owner: object) -> bool:
     if isinstance(owner, Endpoint):
         return owner._closed
-    return owner.ended is not None or owner._endpoint._closed
+    if isinstance(owner, Connection):
+        return owner.ended is not None or owner._endpoint._closed
+    return False  # a worker's: see _forget_closed
 
 
 def _text(address: Address) -> str:
