@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.testing
 from workers_app import echo  # tests/, on sys.path (and so on the workers')
 
 import trioudp
@@ -215,9 +216,11 @@ async def test_leaving_stops_every_worker_and_frees_the_port() -> None:
         sock.bind((LOCAL, port))  # nobody holds it any more
 
 
-async def test_a_worker_that_cannot_start_fails_serve_workers() -> None:
+async def test_a_worker_that_cannot_start_fails_serve_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def local(connection: trioudp.Connection) -> None:
-        pass
+        pass  # pragma: no cover
 
     with pytest.raises(TypeError, match="a function defined at the top level of a module"):
         await trioudp.serve_workers(local, LOCAL, 0)
@@ -225,10 +228,13 @@ async def test_a_worker_that_cannot_start_fails_serve_workers() -> None:
         await trioudp.serve_workers(echo, LOCAL, 0, workers=0)
     echo.__module__ = "no_such_module_for_trioudp"
     try:
-        with pytest.raises(RuntimeError, match="worker 0 exited with status 1 before it was"):
+        with pytest.raises(TypeError, match="import it by name"):
             await trioudp.serve_workers(echo, LOCAL, 0, workers=1)
     finally:
         echo.__module__ = "workers_app"
+    monkeypatch.setenv("TRIOUDP_TEST_BROKEN_WORKER", "1")  # the workers' import fails
+    with pytest.raises(RuntimeError, match="worker 0 exited with status 1 before it was"):
+        await trioudp.serve_workers(echo, LOCAL, 0, workers=1)
 
 
 async def test_reuse_port_lets_servers_share_a_port_and_is_linux_only(
@@ -292,3 +298,54 @@ async def test_prometheus_reports_every_worker_with_a_worker_label() -> None:
         nursery.cancel_scope.cancel()
     text = prometheus.generate_latest(registry).decode()
     assert 'kind="worker"' not in text  # gone with the workers
+
+
+class _Server:
+    async def handle(self, connection: trioudp.Connection) -> None:
+        pass  # pragma: no cover
+
+
+async def test_mistakes_that_would_misplace_or_multiply_workers_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(TypeError, match="import it by name"):
+        await trioudp.serve_workers(_Server().handle, LOCAL, 0)  # a bound method
+    async with trio.open_nursery() as nursery:
+        group: Workers = await nursery.start(
+            partial(trioudp.serve_workers, workers=1), echo, LOCAL, 0
+        )
+        # A second group on the port would join the first's and re-place its peers.
+        with pytest.raises(OSError, match="already in use"):
+            await trioudp.serve_workers(echo, LOCAL, group.local_address[1], workers=1)
+        nursery.cancel_scope.cancel()
+    # A script without the __name__ guard would start workers in every worker.
+    monkeypatch.setenv("TRIOUDP_WORKER", "0")
+    with pytest.raises(RuntimeError, match="guard the script's start with if __name__"):
+        await trioudp.serve_workers(echo, LOCAL, 0)
+
+
+async def test_a_cancelled_statistics_request_leaves_no_stale_reply_and_workers_exit_quietly(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    async def ask_and_give_up(group: Workers, pid: int) -> None:
+        """A statistics request cancelled while its reply is on the way."""
+        os.kill(pid, signal.SIGSTOP)  # the worker cannot answer yet
+        async with trio.open_nursery() as asking:
+            asking.start_soon(group.statistics)
+            await trio.testing.wait_all_tasks_blocked()  # asked, waiting
+            asking.cancel_scope.cancel()
+        os.kill(pid, signal.SIGCONT)  # its reply comes, to nobody
+
+    async with trio.open_nursery() as nursery:
+        group: Workers = await nursery.start(
+            partial(trioudp.serve_workers, workers=1), echo, LOCAL, 0
+        )
+        (pid,) = group.pids()
+        assert pid is not None
+        await ask_and_give_up(group, pid)
+        await exchange(group, 1, 5)
+        (figures,) = (await group.statistics()).values()
+        assert figures.messages_delivered == 5  # not the stale reply's 0
+        await ask_and_give_up(group, pid)
+        nursery.cancel_scope.cancel()  # with that reply unread
+    assert "Traceback" not in capfd.readouterr().err

@@ -3,9 +3,13 @@ name (a test module's own functions would drag pytest into every worker)."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import trioudp
+
+if os.environ.get("TRIOUDP_TEST_BROKEN_WORKER"):  # a worker that cannot start
+    raise RuntimeError("this worker cannot start")
 
 if TYPE_CHECKING:
     from trioudp import Connection

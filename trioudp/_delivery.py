@@ -249,10 +249,11 @@ class Delivery:
         queue = peer.queue
         if queue is None:
             queue = peer.queue = Queue()
-            if peer.closed:
-                queue.state = QueueState.ENDED
             shared = self.shared
-            if shared is not None and shared.items:
+            if peer.closed:
+                # Gone: its messages stay where they are read (and let go) as usual.
+                queue.state = QueueState.ENDED
+            elif shared is not None and shared.items:
                 self._move_waiting(peer, shared, queue)
         return queue
 

@@ -617,7 +617,11 @@ class Serving(Endpoint, Receiving):
         messages; the iteration ends when the peer goes idle or restarts.
 
         When a handler returns, the peer is forgotten: its next message starts a
-        new connection and a new handler. An exception in a handler ends
+        new connection and a new handler, and messages of its still waiting
+        in the connection are let go (counted as overflow; in reliable mode
+        they were acknowledged already, as closing a connection with unread
+        messages does: a handler that must not lose any reads until the
+        iteration ends). An exception in a handler ends
         ``serve()`` (and the other handlers) and propagates from it; a lone one
         is raised as itself. Closing the server (``aclose()``, from any task)
         cancels the handlers and ends ``serve()`` with ``trio.ClosedResourceError``.
@@ -658,8 +662,9 @@ class UDPServer(Serving):
     A message goes to its peer's Connection once something receives from that
     connection (``serve()`` hands it to a handler, or you call its
     ``receive()`` or iterate it), and to the server's own channel otherwise. So
-    with ``serve()`` running, iterating the server yields nothing; messages
-    already in the server's channel stay there.
+    with ``serve()`` running, iterating the server yields nothing; a peer's
+    messages still waiting in the server's channel when its connection is
+    first received from move to the connection, in order.
     """
 
     async def send(

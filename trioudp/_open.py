@@ -99,7 +99,9 @@ async def open_udp_server(
     in one process or several, bind the same address and port; the kernel
     gives each datagram to one of them by a hash of its addresses over the
     servers bound now (so a server that closes moves most peers to others:
-    :func:`serve_workers` keeps them in place). Options are :class:`Config`'s
+    :func:`serve_workers` keeps them in place). A port ``serve_workers``
+    serves is not one to share: its placement program gives a server that
+    joins its group no datagram. Options are :class:`Config`'s
     fields, as keywords or as ``config=``. Leaving the block stops the
     server's tasks and closes its socket; an error in them is raised here.
     """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import secrets
 import socket as stdlib_socket
 import struct
 import sys
@@ -33,7 +34,7 @@ _GOLDEN = 0x9E3779B1
 
 # Classic BPF opcodes (linux/filter.h, linux/bpf_common.h).
 _LDB_ABS, _LDH_ABS, _LDW_ABS, _LDH_IND, _LDXB_MSH = 0x30, 0x28, 0x20, 0x48, 0xB1
-_RSH_K, _XOR_X, _MUL_K, _MOD_K = 0x74, 0xAC, 0x24, 0x94
+_RSH_K, _XOR_X, _XOR_K, _MUL_K, _MOD_K = 0x74, 0xAC, 0xA4, 0x24, 0x94
 _JEQ_K, _JA, _TAX, _RET_A = 0x15, 0x05, 0x07, 0x16
 
 
@@ -41,11 +42,13 @@ def _instruction(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def placement_program(sockets: int) -> bytes:
+def placement_program(sockets: int, salt: int) -> bytes:
     """The classic BPF program (``struct sock_filter`` array) that picks one of
     ``sockets`` by a hash of the datagram's source address and port: IPv4
     (options or not) and IPv6 (no extension headers), an IPv4 datagram on a
-    dual-stack socket too. A datagram too short to read gives 0."""
+    dual-stack socket too. A datagram too short to read gives 0. ``salt`` (32
+    random bits) keeps the placement from being worked out from outside, so
+    that spoofed source addresses cannot all be aimed at one worker."""
     i = _instruction
     return b"".join(
         [
@@ -73,7 +76,8 @@ def placement_program(sockets: int) -> bytes:
             i(_TAX),
             i(_LDW_ABS, _NET + 20),
             i(_XOR_X),
-            # The hash: the top 16 bits of A times the golden ratio, modulo.
+            # The hash: the top 16 bits of A, salted, times the golden ratio, modulo.
+            i(_XOR_K, salt),
             i(_MUL_K, _GOLDEN),
             i(_RSH_K, 16),
             i(_MOD_K, sockets),
@@ -102,8 +106,16 @@ def reuse_port(sock: stdlib_socket.socket) -> None:
 def attach_placement(sock: stdlib_socket.socket, sockets: int) -> None:
     """Attach the placement program for ``sockets`` sockets to the group of
     ``sock`` (bound, with SO_REUSEPORT)."""
-    program = placement_program(sockets)
+    program = placement_program(sockets, secrets.randbits(32))
     code = ctypes.create_string_buffer(program, len(program))
     # struct sock_fprog: an unsigned short count, then a pointer (padded).
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(code))
-    sock.setsockopt(stdlib_socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"this kernel would not attach the program that keeps each peer on one worker "
+            f"(SO_ATTACH_REUSEPORT_CBPF, Linux 4.5 and later: {exc.strerror}); serve_workers "
+            f"needs it",
+        ) from exc

@@ -24,6 +24,7 @@ import signal
 import socket as stdlib_socket
 import subprocess
 import sys
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 if sys.version_info < (3, 11):
@@ -125,6 +126,9 @@ class _Worker:
     process: trio.Process | None = None
     control: _Lines | None = None
     lock: trio.Lock = attrs.Factory(trio.Lock)
+    #: The number of the last statistics request: a reply to an earlier one
+    #: (whose asker was cancelled or gave up) is skipped.
+    requests: int = 0
 
 
 class Workers:
@@ -138,7 +142,7 @@ class Workers:
         #: The latest statistics of each worker with its process id, renewed
         #: every SNAPSHOT_INTERVAL (what trioudp.prometheus reports, from any
         #: thread: the dict is replaced whole, never changed).
-        self.snapshot: dict[int, tuple[int, EndpointStatistics]] = {}
+        self._snapshot: dict[int, tuple[int, EndpointStatistics]] = {}
 
     @property
     def local_address(self) -> Address:
@@ -175,16 +179,20 @@ class Workers:
                 control = worker.control
                 if control is None:
                     continue
+                worker.requests += 1
+                number = worker.requests
                 try:
                     with trio.fail_after(STOP_GRACE):
-                        await control.send({"command": "statistics"})
+                        await control.send({"command": "statistics", "request": number})
                         record = await control.receive()
+                        while record is not None and record.get("request") != number:
+                            record = await control.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     continue
                 if record is not None:
                     figures[worker.index] = EndpointStatistics(**record["statistics"])
                     snapshot[worker.index] = (record["pid"], figures[worker.index])
-        self.snapshot = snapshot
+        self._snapshot = snapshot
         return figures
 
 
@@ -212,7 +220,12 @@ async def serve_workers(
     again on the same socket; its peers' datagrams wait in that socket's
     buffer meanwhile, and the new worker takes them up as new peers (a
     reliable sender sees a receiver restart and sends again what was not
-    acknowledged). The other workers' peers never notice.
+    acknowledged). What the dead worker held dies with it: messages it had
+    read but its handler had not taken (reliable ones too: they were
+    acknowledged on arrival, as TCP acknowledges what reaches the socket),
+    and a reliable message its handler took just before it died, not yet
+    acknowledged, comes again to the new worker. The other workers' peers
+    never notice.
 
     ``handler`` must be importable by the workers: a function defined at the
     top level of a module (or of the main script, which must then guard its
@@ -223,6 +236,11 @@ async def serve_workers(
     """
     in_trio()
     check_reuse_port()
+    if worker_index() is not None:
+        raise RuntimeError(
+            "serve_workers() was called in one of its own workers: the workers import the "
+            "handler's script, so guard the script's start with if __name__ == '__main__':"
+        )
     check_handler("serve_workers()", handler)
     target = _import_path(handler)
     count = _worker_count(workers)
@@ -307,6 +325,9 @@ async def _run_worker(worker: _Worker, bootstrap: dict[str, Any], ready: trio.Ev
             },
             stdin=subprocess.DEVNULL,
         )
+    except BaseException:
+        parent_end.close()
+        raise
     finally:
         child_end.close()
     control = _Lines(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
@@ -334,6 +355,10 @@ async def bind_group(
 ) -> list[stdlib_socket.socket]:
     """``count`` sockets bound to ``host``:``port`` in one SO_REUSEPORT group,
     with the placement program attached."""
+    if port != 0:
+        # A port some socket holds already would take ours into its group
+        # (and our program would re-place its peers): make sure it is free.
+        (await server_socket(host, port, config)).close()
     sockets: list[stdlib_socket.socket] = []
     try:
         for _ in range(count):
@@ -350,8 +375,8 @@ async def bind_group(
 
 
 def _worker_count(workers: object) -> int:
-    if workers is None:
-        return max(os.cpu_count() or 1, 1)
+    if workers is None:  # the CPUs this process may run on (containers, taskset)
+        return max(len(os.sched_getaffinity(0)), 1)
     if type(workers) is not int or not 1 <= workers <= 1024:
         raise ValueError(f"workers must be a number of processes from 1 to 1024, got {workers!r}")
     return workers
@@ -359,23 +384,35 @@ def _worker_count(workers: object) -> int:
 
 def _import_path(handler: object) -> dict[str, str | None]:
     """Where a worker finds ``handler``: its module (or the main script's path)
-    and its name there."""
+    and its name there, checked as pickle checks: that name in that module
+    must be ``handler`` itself (a bound method or a local function is not)."""
     module = getattr(handler, "__module__", None)
     name = getattr(handler, "__qualname__", None)
+    refused = TypeError(
+        f"serve_workers() runs the handler in other processes, which import it by name: "
+        f"pass a function defined at the top level of a module, got {handler!r}"
+    )
     if not isinstance(module, str) or not isinstance(name, str) or "<" in name:
-        raise TypeError(
-            f"serve_workers() runs the handler in other processes, which import it: pass a "
-            f"function defined at the top level of a module, got {handler!r}"
-        )
+        raise refused
     main = None
     if module == "__main__":
-        main = getattr(sys.modules["__main__"], "__file__", None)
-        if main is None:
-            raise TypeError(
-                "serve_workers() needs the handler in a file the workers can import; this "
-                "one was defined interactively"
-            )
-        main = os.path.abspath(main)
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name  # run with python -m: the workers import it so
+        else:
+            main = getattr(sys.modules["__main__"], "__file__", None)
+            if main is None:
+                raise TypeError(
+                    "serve_workers() needs the handler in a file the workers can import; "
+                    "this one was defined interactively"
+                )
+            main = os.path.abspath(main)
+    # The module it came from: the main one under whichever name it is run.
+    found: object = sys.modules.get(getattr(handler, "__module__", ""))
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    if found is not handler:
+        raise refused
     return {"module": module, "name": name, "main": main}
 
 
@@ -434,9 +471,13 @@ async def _serve(
         trio.open_nursery() as nursery,
     ):
         await nursery.start(server.serve, handler)
-        await control.send({"event": "ready", "pid": os.getpid()})
-        while (record := await control.receive()) is not None:
-            if record.get("command") == "statistics":
-                figures = attrs.asdict(server.statistics())
-                await control.send({"statistics": figures, "pid": os.getpid()})
+        # The parent closing the control socket (or going away) ends the worker,
+        # however it shows: the end of the stream, or a reset one.
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await control.send({"event": "ready", "pid": os.getpid()})
+            while (record := await control.receive()) is not None:
+                if record.get("command") == "statistics":
+                    figures = attrs.asdict(server.statistics())
+                    reply = {"statistics": figures, "pid": os.getpid()}
+                    await control.send({**reply, "request": record.get("request")})
         nursery.cancel_scope.cancel()

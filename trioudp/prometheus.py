@@ -252,7 +252,7 @@ class TrioudpCollector(Collector):
                     self._add(peer_families, peer.connection, peer.statistics, peer_labels)
             for group in live_groups():
                 address = f"udp://{_text(group.local_address)}"
-                for index, (pid, statistics) in sorted(group.snapshot.items()):
+                for index, (pid, statistics) in sorted(group._snapshot.items()):
                     labels = {**self.labels, "endpoint": address, "kind": "worker"}
                     labels["worker"] = str(index)
                     # A worker started again starts its counters from 0: a
@@ -324,7 +324,7 @@ class TrioudpCollector(Collector):
         live: set[object] = {
             (group, index, pid)
             for group in live_groups()
-            for index, (pid, _statistics) in group.snapshot.items()
+            for index, (pid, _statistics) in group._snapshot.items()
         }
         for owner in list(self._highest):
             if isinstance(owner, tuple) and owner not in live:
