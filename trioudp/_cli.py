@@ -200,8 +200,9 @@ class _Printer:
 
 
 #: What may stop one reply, never the server: the message is too large for
-#: the peer's mode, the peer refused or left, the kernel refused the datagram.
-_REPLY_ERRORS = (ValueError, OSError, PeerLostError, trio.BrokenResourceError)
+#: the peer's mode, the peer refused or left (PeerLostError, a
+#: BrokenResourceError), the kernel refused the datagram.
+_REPLY_ERRORS = (ValueError, OSError, trio.BrokenResourceError)
 
 
 async def _print_messages(

@@ -60,6 +60,7 @@ if sys.version_info < (3, 11):
 if TYPE_CHECKING:
     import socket as stdlib_socket
     from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+    from typing import TypeVar
 
     from typing_extensions import Buffer, TypeVarTuple, Unpack
 
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
     from ._statistics import EndpointStatistics
 
     Ts = TypeVarTuple("Ts")
+    K = TypeVar("K")
+    V = TypeVar("V")
 
 #: System calls that sent datagrams (over any number of ``send()`` calls)
 #: before the sending task lets other tasks run.
@@ -469,13 +472,10 @@ class Endpoint:
 
     async def _flush(self, peer: Peer) -> None:
         engine = self._engine
-        if self._closed:
-            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        self._check_open()
         self._raise_if_lost(peer)
         while engine.unacknowledged(peer):
-            if self._closed:
-                raise trio.ClosedResourceError("this trioudp endpoint is closed")
-            await self._wait_for(peer)
+            await self._wait_for(peer)  # raises once the endpoint is closed
         await trio.lowlevel.checkpoint()
 
     async def _wait_for(self, peer: Peer) -> None:
@@ -484,8 +484,7 @@ class Endpoint:
         connection = peer.handle
         assert isinstance(connection, Connection)
         await connection._park()
-        if self._closed:
-            raise trio.ClosedResourceError("this trioudp endpoint is closed")
+        self._check_open()
         if connection._closed:
             raise trio.ClosedResourceError(f"{connection!r} was closed with aclose()")
         self._raise_if_lost(peer)
@@ -720,8 +719,13 @@ LIVE: dict[Endpoint, trio.lowlevel.TrioToken] = {}
 def live_endpoints() -> list[tuple[Endpoint, trio.lowlevel.TrioToken]]:
     """The endpoints open right now, oldest first, each with its trio run's token
     (a copy: safe to take from any thread)."""
+    return copy_items(LIVE)
+
+
+def copy_items(registry: Mapping[K, V]) -> list[tuple[K, V]]:
+    """A registry's items, copied from any thread while its own changes it."""
     while True:
         try:
-            return list(LIVE.items())
+            return list(registry.items())
         except RuntimeError:  # changed size during the copy, from another thread
             continue

@@ -224,8 +224,6 @@ async def open_multicast(
             "port 0 would pick a random port the group's other members cannot know; pass "
             "the group's port, e.g. 5000"
         )
-    if source is not None:
-        _check_source(source)
     chosen = _unreliable(make_config(config, options))
     sock = multicast_socket(groups, port, interface=interface, ttl=ttl, loopback=loopback)
     try:

@@ -7,7 +7,7 @@ import ipaddress
 import socket as stdlib_socket
 import sys
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import attrs
 import trio
@@ -182,6 +182,15 @@ def _check_unicast(host: str, sockaddr: Any, *, peer: bool) -> None:
         )
 
 
+def _reraise(exc: OSError, host: object, what: str) -> NoReturn:
+    """Raise a bind's or connect's error for ``host`` again, saying what to do
+    about it where there is something to say."""
+    explained = _explain(exc, host, what)
+    if explained is exc:
+        raise exc
+    raise explained from exc
+
+
 def _explain(exc: OSError, host: object, what: str) -> OSError:
     """A bind's or connect's error for ``host``, with what to do about it."""
     text = {
@@ -240,10 +249,7 @@ def _bind(
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        explained = _explain(exc, sockaddr[0], f"bind UDP {sockaddr[0]} port {sockaddr[1]}")
-        if explained is exc:
-            raise
-        raise explained from exc
+        _reraise(exc, sockaddr[0], f"bind UDP {sockaddr[0]} port {sockaddr[1]}")
     except BaseException:
         sock.close()
         raise
@@ -275,10 +281,7 @@ async def client_socket(
             try:
                 sock.connect(sockaddr)
             except OSError as exc:
-                explained = _explain(exc, host, f"connect to {host} port {port}")
-                if explained is exc:
-                    raise
-                raise explained from exc
+                _reraise(exc, host, f"connect to {host} port {port}")
             if local_address is not None or sock.getsockname() != sock.getpeername():
                 return sock
         except BaseException:
@@ -325,10 +328,7 @@ def _bind_local(sock: stdlib_socket.socket, local_address: Any, family: int) -> 
     try:
         sock.bind(infos[0][4] if len(local_address) == 2 else local_address)
     except OSError as exc:
-        explained = _explain(exc, host, f"bind local_address {local_address!r}")
-        if explained is exc:
-            raise
-        raise explained from exc
+        _reraise(exc, host, f"bind local_address {local_address!r}")
 
 
 def adopt_socket(sock: stdlib_socket.socket | trio.socket.SocketType) -> stdlib_socket.socket:

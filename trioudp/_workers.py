@@ -34,7 +34,7 @@ import attrs
 import trio
 
 from ._config import Config, make_config
-from ._endpoint import raise_lone
+from ._endpoint import copy_items, raise_lone
 from ._errors import check_handler
 from ._keys import check_key
 from ._open import from_socket, in_trio
@@ -80,11 +80,7 @@ LIVE_GROUPS: dict[Workers, None] = {}
 
 def live_groups() -> list[Workers]:
     """The running groups of workers (a copy: safe to take from any thread)."""
-    while True:
-        try:
-            return list(LIVE_GROUPS)
-        except RuntimeError:  # changed size during the copy, from another thread
-            continue
+    return [group for group, _ in copy_items(LIVE_GROUPS)]
 
 
 def worker_index() -> int | None:
