@@ -5,6 +5,7 @@ restarts, statistics and shutdown. Linux only; on loopback."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import os
@@ -256,11 +257,17 @@ async def test_reuse_port_lets_servers_share_a_port_and_is_linux_only(
 
             nursery.start_soon(count, first, "first")
             nursery.start_soon(count, second, "second")
-            for _ in range(50):
-                async with trioudp.open_udp_connection(LOCAL, first.local_address[1]) as conn:
+            # 50 peers open at once: a port closed and taken again by the next
+            # connection would be one peer with a new session, which a server
+            # takes only after the old one was quiet for 1 s.
+            async with contextlib.AsyncExitStack() as peers:
+                for _ in range(50):
+                    conn = await peers.enter_async_context(
+                        trioudp.open_udp_connection(LOCAL, first.local_address[1])
+                    )
                     await conn.send(b"x")
-            with trio.fail_after(10):
-                await all_in.wait()
+                with trio.fail_after(10):
+                    await all_in.wait()
             nursery.cancel_scope.cancel()
         assert served["first"] > 0
         assert served["second"] > 0
